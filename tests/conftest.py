@@ -1,0 +1,6 @@
+"""Shared pytest setup: make tests/oracles.py importable as ``oracles``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

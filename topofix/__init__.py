@@ -1,0 +1,68 @@
+"""topofix: test-time topological correction of medical image segmentations.
+
+The public API mirrors the command line::
+
+    import topofix
+    topofix.betti_numbers(mask, connectivity="full")   # exact Betti numbers
+    report = topofix.check("masks/", priors=["2=1,1"])   # what `topofix check` does
+    image = topofix.read_mask("case.nii.gz")              # array + geometry
+
+Names are imported lazily (PEP 562) so that ``import topofix`` and
+``topofix --help`` stay fast: SimpleITK, cc3d and torch load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from topofix._version import __version__
+
+_EXPORTS: dict[str, str] = {
+    "CheckReport": "topofix.checking",
+    "CheckResult": "topofix.checking",
+    "check": "topofix.checking",
+    "check_labels": "topofix.checking",
+    "TopofixError": "topofix.errors",
+    "InputError": "topofix.errors",
+    "OutputError": "topofix.errors",
+    "PriorError": "topofix.errors",
+    "Geometry": "topofix.io",
+    "Image": "topofix.io",
+    "read_image": "topofix.io",
+    "read_mask": "topofix.io",
+    "write_image": "topofix.io",
+    "write_mask": "topofix.io",
+    "Prior": "topofix.priors",
+    "build_priors": "topofix.priors",
+    "parse_betti": "topofix.priors",
+    "parse_prior": "topofix.priors",
+    "betti_numbers": "topofix.topology.betti",
+    "euler_characteristic": "topofix.topology.betti",
+    "DEFAULT_CONNECTIVITY": "topofix.topology.connectivity",
+    "CONNECTIVITIES": "topofix.topology.connectivity",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'topofix' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from topofix.checking import CheckReport, CheckResult, check, check_labels
+    from topofix.errors import InputError, OutputError, PriorError, TopofixError
+    from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
+    from topofix.priors import Prior, build_priors, parse_betti, parse_prior
+    from topofix.topology.betti import betti_numbers, euler_characteristic
+    from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY

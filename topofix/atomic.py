@@ -1,0 +1,51 @@
+"""Atomic, no-clobber writing of small output files (reports).
+
+Why: a pipeline may read a report while topofix is still running, or kill
+topofix half-way; a report must then be either absent or complete. We write to a
+temporary file in the destination folder and ``os.replace`` it into place, which
+is atomic on POSIX and Windows within one file system. Existing files are never
+replaced unless the caller says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from topofix.errors import OutputError
+
+
+def refuse_existing(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Return ``path`` as a Path, raising :class:`OutputError` if it exists and may not be replaced."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(target, "is a folder, expected a file name")
+    if target.exists() and not overwrite:
+        raise OutputError(target, "already exists (use --overwrite to replace it)")
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``."""
+    target = refuse_existing(path, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not overwrite and target.exists():  # appeared while we were writing
+            raise OutputError(target, "already exists (use --overwrite to replace it)")
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)

@@ -1,0 +1,45 @@
+"""Terminal output shared by the commands: one console for results (stdout), one
+for errors and progress (stderr), so that ``topofix check ... > table.txt`` keeps
+errors visible and pipelines can parse stdout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from topofix.atomic import atomic_write_text
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """Print one error line (``error: <path>: <problem>``) to stderr."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in fieldnames})
+    return buffer.getvalue()
+
+
+def write_json(path: Path, data: Any, overwrite: bool) -> Path:
+    return atomic_write_text(path, json_text(data), overwrite=overwrite)
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], overwrite: bool) -> Path:
+    return atomic_write_text(path, csv_text(rows, fieldnames), overwrite=overwrite)

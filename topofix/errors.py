@@ -1,0 +1,40 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+Every error a user can cause (a bad file, a malformed prior, an output that would
+overwrite something) is raised as a :class:`TopofixError` subclass whose ``str()``
+is a single line naming the file (when there is one) and the problem.  The CLI
+prints that line and moves on to the next input; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class TopofixError(Exception):
+    """Base class of all errors whose message is meant for the user."""
+
+
+class InputError(TopofixError):
+    """An input file cannot be used: missing, unreadable, corrupt or of the wrong kind.
+
+    ``str(err)`` is ``"<path>: <problem>"`` on one line.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = " ".join(str(problem).split())  # force one line
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+class OutputError(TopofixError):
+    """An output cannot be written (would overwrite a file or an input, bad format...)."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+class PriorError(TopofixError, ValueError):
+    """A malformed prior specification (``--betti``, ``--prior``, ``--label``)."""
