@@ -14,16 +14,26 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def _png_bytes(width: int, height: int, colour_type: int, rows: list[bytes], palette: bytes | None = None) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    raw = b"".join(b"\x00" + r for r in rows)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr)
-    if palette is not None:
-        body += chunk(b"PLTE", palette)
-    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+def png_bytes(rows: np.ndarray, colour_type: int, extra: bytes = b"", bit_depth: int = 8) -> bytes:
+    """A minimal PNG built by hand (no filter), ``rows`` of shape (h, w[, channels]) uint8.
+
+    Built by hand because writers (SimpleITK, PIL) will not produce every colour
+    type we must refuse (palette, grey+alpha, RGB with differing channels).
+    """
+    h, w = rows.shape[:2]
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
+    raw = b"".join(b"\x00" + np.ascontiguousarray(r).tobytes() for r in rows)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + extra
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def missing(folder: Path) -> Path:
@@ -60,8 +70,8 @@ def vector(folder: Path) -> Path:
 
 def rgb_png(folder: Path) -> Path:
     path = folder / "rgb.png"
-    rows = [bytes([1, 2, 3] * 4) for _ in range(4)]  # channels differ
-    path.write_bytes(_png_bytes(4, 4, 2, rows))
+    rows = np.tile(np.array([1, 2, 3], np.uint8), (4, 4, 1))  # channels differ
+    path.write_bytes(png_bytes(rows, 2))
     return path
 
 

@@ -43,7 +43,31 @@ _EXPORTS: dict[str, str] = {
     "CONNECTIVITIES": "topofix.topology.connectivity",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "__version__",
+    "CONNECTIVITIES",
+    "CheckReport",
+    "CheckResult",
+    "DEFAULT_CONNECTIVITY",
+    "Geometry",
+    "Image",
+    "InputError",
+    "OutputError",
+    "Prior",
+    "PriorError",
+    "TopofixError",
+    "betti_numbers",
+    "build_priors",
+    "check",
+    "check_labels",
+    "euler_characteristic",
+    "parse_betti",
+    "parse_prior",
+    "read_image",
+    "read_mask",
+    "write_image",
+    "write_mask",
+]
 
 
 def __getattr__(name: str) -> Any:
