@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "parse_betti": "topofix.priors",
     "parse_prior": "topofix.priors",
     "betti_numbers": "topofix.topology.betti",
+    "persistence": "topofix.topology.persistence",
+    "Persistence": "topofix.topology.persistence",
+    "Diagram": "topofix.topology.persistence",
     "euler_characteristic": "topofix.topology.betti",
     "DEFAULT_CONNECTIVITY": "topofix.topology.connectivity",
     "CONNECTIVITIES": "topofix.topology.connectivity",
@@ -49,10 +52,12 @@ __all__ = [
     "CheckReport",
     "CheckResult",
     "DEFAULT_CONNECTIVITY",
+    "Diagram",
     "Geometry",
     "Image",
     "InputError",
     "OutputError",
+    "Persistence",
     "Prior",
     "PriorError",
     "TopofixError",
@@ -63,6 +68,7 @@ __all__ = [
     "euler_characteristic",
     "parse_betti",
     "parse_prior",
+    "persistence",
     "read_image",
     "read_mask",
     "write_image",
@@ -89,4 +95,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.topology.betti import betti_numbers, euler_characteristic
+    from topofix.topology.persistence import Diagram, Persistence, persistence
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY

@@ -1,0 +1,188 @@
+"""Numba kernels of the persistence engine: radix ordering and union-find.
+
+Why these algorithms:
+
+* **Ordering.** Every filtration starts by sorting the voxels. A stable LSD radix
+  sort of float32 keys (3 passes of 11 bits, or 2 of 16 for large images) is
+  about 6x faster than ``np.argsort(kind="stable")`` (46 us vs 340 us for
+  80x80, 0.14 s vs 0.84 s for 96x240x256, measured here).
+* **Union-find with the elder rule** gives the pairs of dimension 0
+  (components) in near-linear time; by Alexander duality the pairs of the top
+  dimension d-1 (holes in 2D, cavities in 3D) are the components of the
+  *complement* processed in the reverse order, with everything outside the
+  image one "outside" component that never dies.
+
+The image is embedded in a grid padded by one voxel on every side, so the
+neighbour loop has no bounds checks: padding voxels are either never
+processed (dimension 0) or part of the outside (the dual pass). 2D images are
+padded in-plane only.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_BIG = np.int32(2**31 - 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def radix_order(values: np.ndarray, descending: bool) -> np.ndarray:
+    """Stable ordering permutation (int32) of a 1-D float32 array, ties by index.
+
+    ``descending=True`` orders the largest value first (super-level filtration).
+    NaN must not occur (callers refuse it).
+    """
+    n = values.size
+    bits = values.view(np.uint32)
+    keys = np.empty(n, np.uint32)
+    for i in range(n):
+        u = bits[i]
+        # monotone map float32 -> uint32; -0.0 and 0.0 made equal
+        if u == np.uint32(0x80000000):
+            u = np.uint32(0)
+        if u & np.uint32(0x80000000):
+            u = ~u
+        else:
+            u = u | np.uint32(0x80000000)
+        if descending:
+            u = ~u
+        keys[i] = u
+    order = np.arange(n).astype(np.int32)
+    tkeys = np.empty(n, np.uint32)
+    tord = np.empty(n, np.int32)
+    if n > 200_000:
+        nbits, passes = 16, 2
+    else:
+        nbits, passes = 11, 3
+    mask = (1 << nbits) - 1
+    count = np.empty(mask + 1, np.int64)
+    for p in range(passes):
+        shift = p * nbits
+        count[:] = 0
+        for i in range(n):
+            count[(keys[i] >> shift) & mask] += 1
+        total = 0
+        for b in range(mask + 1):
+            c = count[b]
+            count[b] = total
+            total += c
+        for i in range(n):
+            kk = keys[i]
+            d = (kk >> shift) & mask
+            j = count[d]
+            tkeys[j] = kk
+            tord[j] = order[i]
+            count[d] = j + 1
+        keys, tkeys = tkeys, keys
+        order, tord = tord, order
+    return order
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(parent: np.ndarray, x: int) -> int:
+    """Root of ``x``, halving the path on the way."""
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def neighbour_offsets(shape: tuple[int, ...], full: bool) -> np.ndarray:
+    """Flat offsets of the neighbours in the padded grid of an image of ``shape``.
+
+    ``full``: 8 (2D) / 26 (3D) neighbours, else 4 / 6.
+    """
+    padded = tuple(s + 2 for s in shape)
+    strides = np.cumprod((1,) + padded[::-1][:-1])[::-1]
+    offsets = []
+    for delta in np.ndindex(*(3,) * len(shape)):
+        step = np.array(delta) - 1
+        nonzero = np.count_nonzero(step)
+        if nonzero == 0 or (not full and nonzero > 1):
+            continue
+        offsets.append(int(np.dot(step, strides)))
+    return np.array(offsets, np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, outside: bool):
+    """Merge events of the voxels processed in ``order`` (flat C indices).
+
+    ``shape`` is the image shape (2 or 3 ints); ``offsets`` from
+    :func:`neighbour_offsets`. With ``outside``, the padding is one component,
+    older than every voxel.
+
+    Returns ``(young, merge, n)``: for ``i < n``, the component whose first
+    voxel was ``young[i]`` merged into an older one when voxel ``merge[i]`` was
+    processed (elder rule: the component whose first voxel comes later in
+    ``order`` dies). A voxel merging at its own arrival is not a pair. Without
+    ``outside`` the component of ``order[0]`` never dies (it is not reported).
+    """
+    ndim = shape.size
+    if ndim == 2:
+        n0, n1, n2 = 1, shape[0], shape[1]
+        p0 = 1
+    else:
+        n0, n1, n2 = shape[0], shape[1], shape[2]
+        p0 = n0 + 2
+    p1 = n1 + 2
+    p2 = n2 + 2
+    lead = 0 if ndim == 2 else 1
+    size = n0 * n1 * n2
+    total = p0 * p1 * p2
+    ghost = total
+    parent = np.empty(total + 1, np.int32)
+    pos = np.empty(total + 1, np.int32)
+    if outside:
+        parent[:] = ghost
+        pos[:] = -1  # padding: already processed, part of the outside
+    else:
+        parent[:] = -1
+        pos[:] = _BIG  # padding: never processed
+    padded = np.empty(size, np.int32)
+    for k in range(size):
+        x = order[k]
+        i = x // (n1 * n2)
+        r = x - i * (n1 * n2)
+        j = r // n2
+        ll = r - j * n2
+        q = ((i + lead) * p1 + j + 1) * p2 + ll + 1
+        padded[k] = q
+        pos[q] = k
+    young = np.empty(size, np.int64)
+    merge = np.empty(size, np.int64)
+    n = 0
+    for k in range(size):
+        x = padded[k]
+        parent[x] = x
+        root = x
+        for off in offsets:
+            y = x + off
+            if pos[y] >= k:
+                continue  # not processed yet (or padding never processed)
+            other = _find(parent, y)
+            if other == root:
+                continue
+            if pos[other] < pos[root]:  # elder rule: the later root dies
+                old = other
+                yng = root
+            else:
+                old = root
+                yng = other
+            if yng != x:
+                young[n] = yng
+                merge[n] = x
+                n += 1
+            parent[yng] = old
+            root = old
+    # padded -> image flat indices
+    for t in range(n):
+        for arr in (young, merge):
+            q = arr[t]
+            ll = q % p2 - 1
+            r = q // p2
+            j = r % p1 - 1
+            i = r // p1 - lead
+            arr[t] = (i * n1 + j) * n2 + ll
+    return young, merge, n

@@ -1,0 +1,203 @@
+"""Persistent homology of the super-level-set filtration of a probability map.
+
+``topofix.persistence(prob)`` returns, for each homology dimension 0..d-1, the
+bars of the filtration ``{prob >= t}`` as t goes from 1 down to 0, with the
+*critical cells* of every bar: the voxel whose value is the bar's birth and the
+voxel whose value is its death. Gradients of a topological loss reach the
+network only through those voxels (:mod:`topofix.losses`).
+
+Connectivity follows :mod:`topofix.topology.connectivity` (same convention as
+``betti_numbers``): ``"full"`` is gudhi's ``top_dimensional_cells`` /
+CubicalRipser's T-construction, ``"face"`` gudhi's ``vertices`` / V-construction.
+
+How it is computed (all in numba, see ``bench/RESULTS.md`` for the figures):
+
+* voxels are ordered once by a radix sort of their float32 values;
+* dimension 0 by union-find with the elder rule;
+* dimension d-1 (holes in 2D, cavities in 3D) by union-find on the complement,
+  processed in the reverse order, with the outside of the image as one
+  component (Alexander duality);
+* dimension 1 in 3D by persistent cohomology with clearing, apparent pairs found
+  in memory order (:mod:`topofix.topology._reduction`); for ``"full"`` it runs on
+  the complement, by duality.
+
+Values are processed in float32 (what networks output); bars of zero length
+(birth == death) are left out, as in gudhi.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """The bars of one homology dimension, longest first.
+
+    Attributes
+    ----------
+    dim:
+        Homology dimension (0 components, 1 loops, 2 cavities).
+    birth, death:
+        Bar ends in probability units (float64 arrays), ``birth >= death``; the
+        essential class of dimension 0 has ``death = -inf``.
+    birth_cell, death_cell:
+        Flat (C-order) indices into the input of the voxels whose values are
+        ``birth`` and ``death``; ``-1`` for the death of an essential class.
+    """
+
+    dim: int
+    birth: np.ndarray
+    death: np.ndarray
+    birth_cell: np.ndarray
+    death_cell: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.birth.size)
+
+    @property
+    def length(self) -> np.ndarray:
+        """``birth - death`` (``inf`` for essential classes)."""
+        return self.birth - self.death
+
+    @property
+    def essential(self) -> np.ndarray:
+        """Boolean mask of the bars that never die."""
+        return self.death_cell < 0
+
+    def alive(self, t: float) -> int:
+        """Number of bars alive at threshold ``t``: ``death < t <= birth``."""
+        return int(np.count_nonzero((self.birth >= t) & (self.death < t)))
+
+    def as_array(self) -> np.ndarray:
+        """``(n, 2)`` array of ``(birth, death)``."""
+        return np.stack([self.birth, self.death], axis=1)
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """Diagrams of dimensions ``0..ndim-1`` of one probability map."""
+
+    diagrams: tuple[Diagram, ...]
+    shape: tuple[int, ...]
+    connectivity: str
+
+    def __getitem__(self, dim: int) -> Diagram:
+        return self.diagrams[dim]
+
+    def __iter__(self):
+        return iter(self.diagrams)
+
+    def betti(self, t: float) -> tuple[int, ...]:
+        """Betti numbers of ``{prob >= t}`` read from the diagrams."""
+        return tuple(d.alive(t) for d in self.diagrams)
+
+
+def _as_float32(prob: Any) -> np.ndarray:
+    if hasattr(prob, "detach"):  # torch tensor, without importing torch
+        prob = prob.detach().cpu().numpy()
+    arr = np.ascontiguousarray(np.asarray(prob, dtype=np.float32))
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"persistence needs a 2D or 3D map, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("persistence needs a non-empty map")
+    if not np.isfinite(arr).all():
+        raise ValueError("the map contains NaN or Inf values")
+    return arr
+
+
+def _diagram(dim: int, values: np.ndarray, births: np.ndarray, deaths: np.ndarray) -> Diagram:
+    """Build a Diagram from critical cells, dropping zero-length bars, longest first."""
+    births = births.astype(np.int64, copy=False)
+    deaths = deaths.astype(np.int64, copy=False)
+    b = values[births].astype(np.float64)
+    d = np.where(deaths >= 0, values[np.maximum(deaths, 0)].astype(np.float64), -np.inf)
+    keep = b != d
+    b, d, births, deaths = b[keep], d[keep], births[keep], deaths[keep]
+    order = np.lexsort((births, -(b - d)))  # longest first; ties by birth cell (deterministic)
+    return Diagram(dim, b[order], d[order], births[order], deaths[order])
+
+
+def _essential(flat: np.ndarray, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([desc[0]], np.int64), np.array([-1], np.int64)
+
+
+def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persistence:
+    """Persistence diagrams of the super-level filtration of a 2D or 3D map.
+
+    Parameters
+    ----------
+    prob:
+        2D or 3D array or tensor (probabilities, or any finite real values).
+    connectivity:
+        ``"full"`` (default) or ``"face"``, as for :func:`topofix.betti_numbers`.
+
+    Returns
+    -------
+    Persistence
+        ``result[k]`` is the :class:`Diagram` of dimension ``k`` (``k < ndim``).
+        For every threshold ``t``, ``result.betti(t) == betti_numbers(prob >= t)``.
+
+    Notes
+    -----
+    Essential classes: in a super-level filtration the whole image ends as one
+    component, so exactly one bar never dies: the dimension-0 bar born at
+    ``prob.max()``. It is reported with ``death = -inf`` and ``death_cell = -1``;
+    the losses decide how to close it (see :mod:`topofix.losses`). No class of
+    higher dimension is essential (the image is contractible).
+    """
+    from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_pairs
+
+    check_connectivity(connectivity)
+    arr = _as_float32(prob)
+    full = connectivity == "full"
+    shape = np.array(arr.shape, np.int64)
+    flat = arr.ravel()
+    desc = radix_order(flat, True)  # super-level order
+    asc = desc[::-1].copy()  # increasing values: the complement's order
+    essential_b, essential_d = _essential(flat, desc)
+
+    if arr.ndim == 2:
+        young, merge, n = union_find_pairs(desc, shape, neighbour_offsets(arr.shape, full), False)
+        h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
+        young, merge, n = union_find_pairs(asc, shape, neighbour_offsets(arr.shape, not full), True)
+        h1 = _diagram(1, flat, merge[:n], young[:n])
+        return Persistence((h0, h1), arr.shape, connectivity)
+
+    from topofix.topology._reduction import lower_star_pairs_3d, padded_order, unpad
+
+    def separate_pass():
+        # full: components (26-neighbours); face: cavities (complement, 26-neighbours)
+        if full:
+            return union_find_pairs(desc, shape, neighbour_offsets(arr.shape, True), False)
+        return union_find_pairs(asc, shape, neighbour_offsets(arr.shape, True), True)
+
+    def reduction_pass():
+        # V-construction of g on a padded grid: g = p with a present shell (the
+        # complement of the super-level set, full) or g = -p (face).
+        order, rank, dims = padded_order(asc if full else desc, shape, full)
+        g = np.full(tuple(dims), -np.inf, np.float32)
+        g[2:-2, 2:-2, 2:-2] = arr if full else -arr
+        b0, d0, n0, b1, d1, n1 = lower_star_pairs_3d(rank, order, dims, g.ravel())
+        return unpad(b0, n0, shape), unpad(d0, n0, shape), unpad(b1, n1, shape), unpad(d1, n1, shape)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the numba kernels release the GIL
+        future = pool.submit(separate_pass)
+        low_b, low_d, loop_a, loop_b = reduction_pass()
+        young, merge, n = future.result()
+
+    if full:
+        h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
+        h1 = _diagram(1, flat, loop_b, loop_a)  # dual: the complement's death is our birth
+        h2 = _diagram(2, flat, low_d, low_b)
+    else:
+        h0 = _diagram(0, flat, np.concatenate([low_b, essential_b]), np.concatenate([low_d, essential_d]))
+        h1 = _diagram(1, flat, loop_a, loop_b)
+        h2 = _diagram(2, flat, merge[:n], young[:n])
+    return Persistence((h0, h1, h2), arr.shape, connectivity)
