@@ -39,11 +39,17 @@ _EXPORTS: dict[str, str] = {
     "parse_prior": "topofix.priors",
     "betti_numbers": "topofix.topology.betti",
     "persistence": "topofix.topology.persistence",
+    "persistence_batch": "topofix.topology.persistence",
     "Persistence": "topofix.topology.persistence",
     "Diagram": "topofix.topology.persistence",
     "euler_characteristic": "topofix.topology.betti",
     "DEFAULT_CONNECTIVITY": "topofix.topology.connectivity",
     "CONNECTIVITIES": "topofix.topology.connectivity",
+    "differentiable_persistence": "topofix.topology.differentiable",
+    "TopologicalLoss": "topofix.losses",
+    "LossTerms": "topofix.losses",
+    "PriorTerm": "topofix.losses",
+    "betti_prior_loss": "topofix.losses",
 }
 
 __all__ = [
@@ -56,19 +62,25 @@ __all__ = [
     "Geometry",
     "Image",
     "InputError",
+    "LossTerms",
     "OutputError",
     "Persistence",
     "Prior",
     "PriorError",
+    "PriorTerm",
     "TopofixError",
+    "TopologicalLoss",
     "betti_numbers",
+    "betti_prior_loss",
     "build_priors",
     "check",
     "check_labels",
+    "differentiable_persistence",
     "euler_characteristic",
     "parse_betti",
     "parse_prior",
     "persistence",
+    "persistence_batch",
     "read_image",
     "read_mask",
     "write_image",
@@ -92,8 +104,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.checking import CheckReport, CheckResult, check, check_labels
     from topofix.errors import InputError, OutputError, PriorError, TopofixError
+    from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.topology.betti import betti_numbers, euler_characteristic
-    from topofix.topology.persistence import Diagram, Persistence, persistence
+    from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY
+    from topofix.topology.differentiable import differentiable_persistence

@@ -20,6 +20,8 @@ padded in-plane only.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba as nb
 import numpy as np
 
@@ -88,10 +90,12 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
+@lru_cache(maxsize=64)
 def neighbour_offsets(shape: tuple[int, ...], full: bool) -> np.ndarray:
     """Flat offsets of the neighbours in the padded grid of an image of ``shape``.
 
-    ``full``: 8 (2D) / 26 (3D) neighbours, else 4 / 6.
+    ``full``: 8 (2D) / 26 (3D) neighbours, else 4 / 6. Cached: batches of
+    same-sized images ask for it once per image.
     """
     padded = tuple(s + 2 for s in shape)
     strides = np.cumprod((1,) + padded[::-1][:-1])[::-1]
@@ -132,14 +136,12 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
     size = n0 * n1 * n2
     total = p0 * p1 * p2
     ghost = total
-    parent = np.empty(total + 1, np.int32)
-    pos = np.empty(total + 1, np.int32)
+    # parent[q] < 0: not processed yet (padding included, unless it is the outside)
+    parent = np.full(total + 1, -1, np.int32)
+    pos = np.empty(total + 1, np.int32)  # processing position, read for roots only
     if outside:
-        parent[:] = ghost
-        pos[:] = -1  # padding: already processed, part of the outside
-    else:
-        parent[:] = -1
-        pos[:] = _BIG  # padding: never processed
+        parent[:] = ghost  # padding: already processed, part of the outside
+        pos[ghost] = -1
     padded = np.empty(size, np.int32)
     for k in range(size):
         x = order[k]
@@ -150,6 +152,8 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
         q = ((i + lead) * p1 + j + 1) * p2 + ll + 1
         padded[k] = q
         pos[q] = k
+        if outside:
+            parent[q] = -1
     young = np.empty(size, np.int64)
     merge = np.empty(size, np.int64)
     n = 0
@@ -159,7 +163,7 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
         root = x
         for off in offsets:
             y = x + off
-            if pos[y] >= k:
+            if parent[y] < 0:
                 continue  # not processed yet (or padding never processed)
             other = _find(parent, y)
             if other == root:
@@ -185,4 +189,90 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
             j = r % p1 - 1
             i = r // p1 - lead
             arr[t] = (i * n1 + j) * n2 + ll
+    return young, merge, n
+
+
+@nb.njit(cache=True, nogil=True)
+def union_find_corners(order: np.ndarray, shape: np.ndarray, outside: bool):
+    """:func:`union_find_pairs` for the full neighbourhood (8 in 2D, 26 in 3D), faster.
+
+    Voxels that share a grid corner are neighbours, so instead of looking at 26
+    neighbours we link each voxel to its 8 corners (4 in 2D): a corner is
+    created with its first voxel and links every later one. The corners of a
+    voxel span 4 cache lines where its 26 neighbours span 9, and this pass is
+    memory-bound (filtration order is random in space). Corners never start a
+    component (they appear with a voxel), so the pairs are the same. With
+    ``outside``, corners on the image border belong to the outside.
+    Returns ``(young, merge, n)`` as :func:`union_find_pairs`.
+    """
+    ndim = shape.size
+    if ndim == 2:
+        n0, n1, n2 = 1, shape[0], shape[1]
+        c0 = 1
+    else:
+        n0, n1, n2 = shape[0], shape[1], shape[2]
+        c0 = n0 + 1
+    c1 = n1 + 1
+    c2 = n2 + 1
+    size = n0 * n1 * n2
+    ncorner = c0 * c1 * c2
+    ghost = size + ncorner
+    parent = np.full(ghost + 1, -1, np.int32)  # voxels, then corners, then the outside
+    pos = np.empty(size + 1, np.int32)
+    parent[ghost] = ghost
+    if outside:
+        for ci in range(c0):
+            for cj in range(c1):
+                for cl in range(c2):
+                    border = cj == 0 or cj == n1 or cl == 0 or cl == n2
+                    if ndim == 3 and (ci == 0 or ci == n0):
+                        border = True
+                    if border:
+                        parent[size + (ci * c1 + cj) * c2 + cl] = ghost
+    for k in range(size):
+        pos[order[k]] = k
+    pos_ghost = -1
+    # corner offsets of a voxel relative to its lowest corner
+    ncorners = 4 if ndim == 2 else 8
+    coff = np.empty(ncorners, np.int64)
+    t = 0
+    for di in range(2 if ndim == 3 else 1):
+        for dj in range(2):
+            for dl in range(2):
+                coff[t] = (di * c1 + dj) * c2 + dl
+                t += 1
+    young = np.empty(size, np.int64)
+    merge = np.empty(size, np.int64)
+    n = 0
+    for k in range(size):
+        x = order[k]
+        i = x // (n1 * n2)
+        r = x - i * (n1 * n2)
+        j = r // n2
+        ll = r - j * n2
+        base = size + (i * c1 + j) * c2 + ll
+        parent[x] = x
+        root = x
+        for t in range(ncorners):
+            c = base + coff[t]
+            if parent[c] < 0:
+                parent[c] = root  # a new corner: part of x's component
+                continue
+            other = _find(parent, c)
+            if other == root:
+                continue
+            po = pos_ghost if other == ghost else pos[other]
+            pr = pos_ghost if root == ghost else pos[root]
+            if po < pr:  # elder rule: the later root dies
+                old = other
+                yng = root
+            else:
+                old = root
+                yng = other
+            if yng != x:
+                young[n] = yng
+                merge[n] = x
+                n += 1
+            parent[yng] = old
+            root = old
     return young, merge, n

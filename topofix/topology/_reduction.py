@@ -41,11 +41,12 @@ def _find(parent: np.ndarray, x: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _square_key(w: int, a: int, b: int, rank: np.ndarray, strides: np.ndarray) -> int:
+def _square_key(w: int, a: int, b: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     """Key of the square with lowest corner ``w`` in the plane of axes a < b, or -1 if absent."""
     sa = strides[a]
     sb = strides[b]
     best = -1
+    second = -1
     code = 0
     for pa in range(2):
         for pb in range(2):
@@ -53,16 +54,20 @@ def _square_key(w: int, a: int, b: int, rank: np.ndarray, strides: np.ndarray) -
             if r < 0:
                 return -1
             if r > best:
+                second = best
                 best = r
                 code = pa * 2 + pb
+            elif r > second:
+                second = r
     plane = a + b - 1  # (0,1)->0, (0,2)->1, (1,2)->2
-    return best * 32 + 16 + plane * 4 + code
+    return (best * nrank + second) * 32 + 16 + plane * 4 + code
 
 
 @nb.njit(cache=True, nogil=True)
-def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.ndarray, out: np.ndarray) -> int:
+def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.ndarray, out: np.ndarray,
+                nrank: int) -> int:
     """Squares containing the edge, as sorted keys in ``out``; returns how many."""
-    x = order[edge_key // 32]
+    x = order[edge_key // (32 * nrank)]
     c = edge_key % 32
     a = c // 2
     u = x - strides[a] if c % 2 == 0 else x  # lower end of the edge
@@ -73,7 +78,7 @@ def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.
         lo = min(a, b)
         hi = max(a, b)
         for w in (u, u - strides[b]):
-            k = _square_key(w, lo, hi, rank, strides)
+            k = _square_key(w, lo, hi, rank, strides, nrank)
             if k >= 0:
                 out[n] = k
                 n += 1
@@ -89,8 +94,8 @@ def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.
 
 
 @nb.njit(cache=True, nogil=True)
-def _square_id(square_key: int, order: np.ndarray, strides: np.ndarray) -> int:
-    m = order[square_key // 32]
+def _square_id(square_key: int, order: np.ndarray, strides: np.ndarray, nrank: int) -> int:
+    m = order[square_key // (32 * nrank)]
     local = square_key % 32 - 16
     plane = local // 4
     pa = (local >> 1) & 1
@@ -101,36 +106,8 @@ def _square_id(square_key: int, order: np.ndarray, strides: np.ndarray) -> int:
     return w * 3 + plane
 
 
-@nb.njit(cache=True, nogil=True)
-def _symdiff(x: np.ndarray, nx: int, y: np.ndarray, ny: int) -> np.ndarray:
-    """Sorted symmetric difference (sum over Z/2) of two sorted key lists."""
-    out = np.empty(nx + ny, np.int64)
-    i = j = n = 0
-    while i < nx and j < ny:
-        if x[i] < y[j]:
-            out[n] = x[i]
-            i += 1
-            n += 1
-        elif y[j] < x[i]:
-            out[n] = y[j]
-            j += 1
-            n += 1
-        else:
-            i += 1
-            j += 1
-    while i < nx:
-        out[n] = x[i]
-        i += 1
-        n += 1
-    while j < ny:
-        out[n] = y[j]
-        j += 1
-        n += 1
-    return out[:n]
-
-
 @nb.njit(cache=True, nogil=True, inline="always")
-def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray) -> int:
+def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     """Smallest key among the squares containing edge ``(x, c)`` (-1 if none).
 
     The same as ``_coboundary(...)[0]`` without building the list: this runs
@@ -152,6 +129,7 @@ def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray) -> int
         for side in range(2):
             w = u - side * sb_
             top = -1
+            second = -1
             code = 0
             ok = True
             for pa in range(2):
@@ -160,30 +138,54 @@ def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray) -> int
                     if r < 0:
                         ok = False
                     if r > top:
+                        second = top
                         top = r
                         code = pa * 2 + pb
+                    elif r > second:
+                        second = r
             if ok:
-                key = top * 32 + 16 + plane * 4 + code
+                key = (top * nrank + second) * 32 + 16 + plane * 4 + code
                 if best < 0 or key < best:
                     best = key
     return best
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _youngest_facet(square_key: int) -> int:
-    """Key of the youngest edge of a square: one of the two edges at its top vertex."""
+def _youngest_facet(square_key: int, order: np.ndarray, rank: np.ndarray, strides: np.ndarray,
+                    nrank: int) -> int:
+    """Key of the youngest edge of a square: of the two edges at its top vertex,
+    the one whose other end has the higher rank."""
+    r1 = square_key // (32 * nrank)
+    return _youngest_facet_at(order[r1], r1, square_key, rank, strides, nrank)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _youngest_facet_at(x: int, r1: int, square_key: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
+    """:func:`_youngest_facet` when the square's top voxel ``x`` (rank ``r1``) is known."""
     local = square_key % 32 - 16
     plane = local // 4
     a = 0 if plane < 2 else 1
     b = 1 if plane == 0 else 2
-    ca = 2 * a if (local >> 1) & 1 else 2 * a + 1  # direction from the top vertex along a
-    cb = 2 * b if local & 1 else 2 * b + 1
-    return (square_key // 32) * 32 + max(ca, cb)
+    if (local >> 1) & 1:  # the top vertex is on the upper side along a
+        ca = 2 * a
+        ra = rank[x - strides[a]]
+    else:
+        ca = 2 * a + 1
+        ra = rank[x + strides[a]]
+    if local & 1:
+        cb = 2 * b
+        rb = rank[x - strides[b]]
+    else:
+        cb = 2 * b + 1
+        rb = rank[x + strides[b]]
+    if ra > rb:
+        return (r1 * nrank + ra) * 32 + ca
+    return (r1 * nrank + rb) * 32 + cb
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _edge_id(edge_key: int, order: np.ndarray, strides: np.ndarray) -> int:
-    x = order[edge_key // 32]
+def _edge_id(edge_key: int, order: np.ndarray, strides: np.ndarray, nrank: int) -> int:
+    x = order[edge_key // (32 * nrank)]
     c = edge_key % 32
     a = c // 2
     u = x - strides[a] if c % 2 == 0 else x
@@ -191,18 +193,16 @@ def _edge_id(edge_key: int, order: np.ndarray, strides: np.ndarray) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g: np.ndarray):
-    """Pairs of dimensions 0 and 1 of the V-construction lower-star filtration.
+def components_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g: np.ndarray):
+    """Dimension 0 by union-find over lower-star edges, in key order.
 
-    ``rank``: int32 array over the padded grid ``dims`` (3 ints), -1 for absent
-    voxels, else the voxel's position in ``order`` (present voxels by increasing
-    ``g``, flat padded indices). ``g``: the filtration values over the same grid.
-
-    Returns ``(h0_birth, h0_death, n0, h1_birth, h1_death, n1)`` as padded flat
-    voxel indices, pairs of zero length (``g`` equal at both ends) left out: for
-    dimension 0 the first voxel of the dying component and the voxel whose edge
-    merged it; for dimension 1 the top voxel of the creating edge and of the
-    killing square. The first component (born at ``order[0]``) never dies.
+    ``rank``: int32 over the padded grid ``dims`` (3 ints), -1 for absent voxels,
+    else the voxel's position in ``order`` (present voxels by increasing ``g``,
+    padded flat indices); ``g``: filtration values on the same grid.
+    Returns ``(negative, birth, death, n)``: ``negative[edge_id]`` marks the
+    edges that merge two components (cleared in dimension 1); pairs are the
+    first voxel of the dying component and the voxel whose edge merged it,
+    zero-length pairs left out. The first component never dies.
     """
     q1 = dims[1]
     q2 = dims[2]
@@ -210,22 +210,34 @@ def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g
     offsets = np.array([-strides[0], strides[0], -strides[1], strides[1], -1, 1], np.int64)
     total = dims[0] * q1 * q2
     npresent = order.size
-
-    # ---- dimension 0: union-find over lower-star edges, in key order ----
     parent = np.empty(total, np.int32)
     negative = np.zeros(total * 3, np.bool_)
     h0b = np.empty(1024, np.int64)
     h0d = np.empty(1024, np.int64)
     n0 = 0
+    lower = np.empty(6, np.int64)
+    lower_rank = np.empty(6, np.int64)
     for k in range(npresent):
         x = order[k]
         parent[x] = x
         root = x
+        # the lower-star edges of x, in key order: by the rank of their other end
+        nl = 0
         for c in range(6):
-            y = x + offsets[c]
-            ry = rank[y]
+            ry = rank[x + offsets[c]]
             if ry < 0 or ry > k:
                 continue
+            j = nl
+            while j > 0 and lower_rank[j - 1] > ry:
+                lower_rank[j] = lower_rank[j - 1]
+                lower[j] = lower[j - 1]
+                j -= 1
+            lower_rank[j] = ry
+            lower[j] = c
+            nl += 1
+        for t in range(nl):
+            c = lower[t]
+            y = x + offsets[c]
             other = _find(parent, y)
             if other == root:
                 continue
@@ -248,51 +260,113 @@ def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g
             parent[yng] = old
             root = old
 
-    # ---- dimension 1, first pass, in memory order: apparent pairs ----
-    # An edge whose oldest coface has it as its youngest face is an apparent
-    # pair: a persistence pair whatever the order of reduction (Bauer, Ripser).
-    # They are ~97% of the pairs of a smooth volume, and finding them in memory
-    # order (not filtration order) avoids a cache miss per voxel.
+    return negative, h0b, h0d, n0
+
+
+@nb.njit(cache=True, nogil=True)
+def apparent_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, start: int, stop: int):
+    """Dimension 1, first pass, in memory order, over padded flat indices ``start..stop-1``.
+
+    An edge whose oldest coface has it as its youngest face is an *apparent
+    pair*: a persistence pair whatever the order of reduction (Bauer, Ripser).
+    In a lower-star filtration both cells of an apparent pair share their top
+    voxel, so the pair has zero length and is not reported: the pass only sets
+    aside the edges that are not apparent. With the lexicographic cell order
+    that is ~0.1% of the edges of a smooth volume; doing it in memory order
+    rather than filtration order saves a cache miss per voxel, and the pass
+    needs nothing from the others, so it runs on threads alongside them.
+
+    Returns ``(rest, nrest)``: keys of the non-apparent edges for
+    :func:`reduction_pass`, except each voxel's first lower edge, which always
+    merges the voxel into an older component (a cleared column).
+    """
+    q1 = dims[1]
+    q2 = dims[2]
+    strides = np.array([q1 * q2, q2, 1], np.int64)
+    offsets = np.array([-strides[0], strides[0], -strides[1], strides[1], -1, 1], np.int64)
+    rest = np.empty(1024, np.int64)
+    nrest = 0
+    nrank = order.size
+    lower_ranks = np.empty(6, np.int64)
+    for x in range(start, stop):
+        k = rank[x]
+        if k < 0:
+            continue
+        first = -1  # the lower neighbour of smallest rank
+        first_rank = nrank
+        for c in range(6):
+            ry = rank[x + offsets[c]]
+            lower_ranks[c] = ry
+            if 0 <= ry < first_rank and ry < k:
+                first = c
+                first_rank = ry
+        for c in range(6):
+            ry = lower_ranks[c]
+            if ry < 0 or ry > k or c == first:
+                continue
+            key = (k * nrank + ry) * 32 + c
+            tau = _oldest_coface(x, c, rank, strides, nrank)
+            # apparent iff tau's top voxel is x and the edge is tau's youngest face
+            if tau >= 0 and tau // (32 * nrank) == k and _youngest_facet_at(x, k, tau, rank, strides, nrank) == key:
+                continue
+            if nrest == rest.size:
+                rest = _grow(rest, nrest)
+            rest[nrest] = key
+            nrest += 1
+    return rest, nrest
+
+
+@nb.njit(cache=True, nogil=True)
+def _symdiff_into(x: np.ndarray, nx: int, y: np.ndarray, ny: int, out: np.ndarray) -> int:
+    """Sorted symmetric difference (sum over Z/2) of two sorted key lists into
+    ``out`` (large enough: ``nx + ny``); returns its length. No allocation: this
+    runs for every column addition."""
+    i = j = n = 0
+    while i < nx and j < ny:
+        if x[i] < y[j]:
+            out[n] = x[i]
+            i += 1
+            n += 1
+        elif y[j] < x[i]:
+            out[n] = y[j]
+            j += 1
+            n += 1
+        else:
+            i += 1
+            j += 1
+    while i < nx:
+        out[n] = x[i]
+        i += 1
+        n += 1
+    while j < ny:
+        out[n] = y[j]
+        j += 1
+        n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def reduction_pass(rest: np.ndarray, rank: np.ndarray, order: np.ndarray, dims: np.ndarray,
+                   g: np.ndarray, negative: np.ndarray):
+    """Dimension 1, second pass: the non-apparent columns, by decreasing key.
+
+    ``rest``: keys from :func:`apparent_pass` (any order; cleared edges allowed,
+    they are skipped). Returns ``(birth, death, n)`` like :func:`apparent_pass`.
+
+    A square claimed by an apparent pair (its youngest edge, whose oldest
+    coface it is) is recognised locally; only the other claims are stored, with
+    their reduced column when it differs from the plain coboundary.
+    """
+    q1 = dims[1]
+    q2 = dims[2]
+    strides = np.array([q1 * q2, q2, 1], np.int64)
     h1b = np.empty(1024, np.int64)
     h1d = np.empty(1024, np.int64)
     n1 = 0
     cob = np.empty(4, np.int64)
     cob2 = np.empty(4, np.int64)
-    rest = np.empty(1024, np.int64)
-    nrest = 0
-    for x in range(total):
-        k = rank[x]
-        if k < 0:
-            continue
-        for c in range(6):
-            y = x + offsets[c]
-            ry = rank[y]
-            if ry < 0 or ry > k:
-                continue
-            key = k * 32 + c
-            tau = _oldest_coface(x, c, rank, strides)
-            if tau >= 0 and _youngest_facet(tau) == key:
-                top = order[tau // 32]
-                if g[x] != g[top]:
-                    if n1 == h1b.size:
-                        h1b = _grow(h1b, n1)
-                        h1d = _grow(h1d, n1)
-                    h1b[n1] = x
-                    h1d[n1] = top
-                    n1 += 1
-                continue
-            a = c // 2
-            u = y if c % 2 == 0 else x
-            if negative[u * 3 + a]:
-                continue  # cleared: this edge kills a component
-            if nrest == rest.size:
-                rest = _grow(rest, nrest)
-            rest[nrest] = key
-            nrest += 1
-
-    # ---- second pass: the other columns, in decreasing key order ----
-    # A square claimed by an apparent pair (its youngest edge, whose oldest coface
-    # it is) is recognised locally; only the other claims are stored.
+    work = np.empty(64, np.int64)
+    spare = np.empty(64, np.int64)
     claims = Dict.empty(key_type=types.int64, value_type=types.int64)
     slot_edge = np.empty(1024, np.int64)
     slot_start = np.empty(1024, np.int64)
@@ -300,40 +374,42 @@ def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g
     nslots = 0
     pool = np.empty(4096, np.int64)
     pool_n = 0
-    rest = np.sort(rest[:nrest])[::-1]
+    nrank = order.size
+    rest = np.sort(rest)[::-1]
     for key in rest:
-        x = order[key // 32]
-        n = _coboundary(key, order, rank, strides, cob)
-        if n == 0:
+        if negative[_edge_id(key, order, strides, nrank)]:
+            continue  # cleared: this edge kills a component
+        x = order[key // (32 * nrank)]
+        nw = _coboundary(key, order, rank, strides, work, nrank)
+        if nw == 0:
             continue  # essential class (does not occur on a padded grid)
-        piv = cob[0]
-        # every column here is non-apparent: reduce until its pivot is unclaimed
-        work = cob[:n].copy()
-        nw = n
         added = False
         while nw > 0:
             tau = work[0]
-            owner = _youngest_facet(tau)
+            owner = _youngest_facet(tau, order, rank, strides, nrank)
             m = 0
-            if owner != key and not negative[_edge_id(owner, order, strides)]:
-                m = _coboundary(owner, order, rank, strides, cob2)
+            if owner != key and not negative[_edge_id(owner, order, strides, nrank)]:
+                m = _coboundary(owner, order, rank, strides, cob2, nrank)
                 if m == 0 or cob2[0] != tau:
-                    m = 0  # tau is not its owner's oldest coface
+                    m = 0  # tau is not its owner's oldest coface: no apparent claim
             if m > 0:
-                work = _symdiff(work, nw, cob2, m)
+                addend = cob2
             elif tau in claims:
                 slot = claims[tau]
                 if slot_start[slot] < 0:
-                    m = _coboundary(slot_edge[slot], order, rank, strides, cob2)
-                    work = _symdiff(work, nw, cob2, m)
+                    m = _coboundary(slot_edge[slot], order, rank, strides, cob2, nrank)
+                    addend = cob2
                 else:
                     s0 = slot_start[slot]
-                    ln = slot_len[slot]
-                    work = _symdiff(work, nw, pool[s0:s0 + ln], ln)
+                    m = slot_len[slot]
+                    addend = pool[s0:s0 + m]
             else:
-                break
+                break  # pivot unclaimed: the column is reduced
+            if spare.size < nw + m:
+                spare = np.empty(2 * (nw + m), np.int64)
+            nw = _symdiff_into(work, nw, addend, m, spare)
+            work, spare = spare, work
             added = True
-            nw = work.size
         if nw == 0:
             continue  # essential (cannot happen on a padded grid)
         piv = work[0]
@@ -347,13 +423,13 @@ def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g
         if added:
             while pool_n + nw > pool.size:
                 pool = _grow(pool, pool_n)
-            pool[pool_n:pool_n + nw] = work
+            pool[pool_n:pool_n + nw] = work[:nw]
             slot_start[nslots] = pool_n
             slot_len[nslots] = nw
             pool_n += nw
         claims[piv] = nslots
         nslots += 1
-        top = order[piv // 32]
+        top = order[piv // (32 * nrank)]
         if g[x] != g[top]:
             if n1 == h1b.size:
                 h1b = _grow(h1b, n1)
@@ -361,7 +437,7 @@ def lower_star_pairs_3d(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g
             h1b[n1] = x
             h1d[n1] = top
             n1 += 1
-    return h0b, h0d, n0, h1b, h1d, n1
+    return h1b, h1d, n1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -411,9 +487,14 @@ def padded_order(interior_order: np.ndarray, shape: np.ndarray, present_shell: b
 
 @nb.njit(cache=True, nogil=True)
 def unpad(indices: np.ndarray, n: int, shape: np.ndarray) -> np.ndarray:
-    """Padded flat indices (two layers) back to the image's flat C indices."""
+    """Padded flat indices (two layers) back to the image's flat C indices.
+
+    The first ``n`` indices are converted, all of them when ``n < 0``.
+    """
     d1 = shape[1] + 4
     d2 = shape[2] + 4
+    if n < 0:
+        n = indices.size
     out = np.empty(n, np.int64)
     for t in range(n):
         q = indices[t]

@@ -27,6 +27,7 @@ Values are processed in float32 (what networks output); bars of zero length
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,27 @@ def _essential(flat: np.ndarray, desc: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.array([desc[0]], np.int64), np.array([-1], np.int64)
 
 
+def persistence_batch(
+    probs: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, workers: int | None = None
+) -> list[Persistence]:
+    """:func:`persistence` of every map of a batch (first axis), on all cores.
+
+    The numba kernels release the GIL, so threads share the batch; for a batch
+    of small 2D maps this is what makes persistence at every optimisation step
+    cheap (``bench/RESULTS.md``).
+    """
+    if hasattr(probs, "detach"):
+        probs = probs.detach().cpu().numpy()
+    maps = list(probs)
+    workers = workers or min(len(maps), os.cpu_count() or 1)
+    if workers <= 1 or len(maps) < 2:
+        return [persistence(m, connectivity) for m in maps]
+    chunks = np.array_split(np.arange(len(maps)), workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = pool.map(lambda idx: [persistence(maps[i], connectivity) for i in idx], chunks)
+        return [p for part in parts for p in part]
+
+
 def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persistence:
     """Persistence diagrams of the super-level filtration of a 2D or 3D map.
 
@@ -152,7 +174,7 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     the losses decide how to close it (see :mod:`topofix.losses`). No class of
     higher dimension is essential (the image is contractible).
     """
-    from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_pairs
+    from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_corners, union_find_pairs
 
     check_connectivity(connectivity)
     arr = _as_float32(prob)
@@ -163,34 +185,46 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     asc = desc[::-1].copy()  # increasing values: the complement's order
     essential_b, essential_d = _essential(flat, desc)
 
+    def components(order: np.ndarray, full_neighbourhood: bool, outside: bool):
+        if full_neighbourhood:  # 8 / 26 neighbours: through shared corners (faster)
+            return union_find_corners(order, shape, outside)
+        return union_find_pairs(order, shape, neighbour_offsets(arr.shape, False), outside)
+
     if arr.ndim == 2:
-        young, merge, n = union_find_pairs(desc, shape, neighbour_offsets(arr.shape, full), False)
+        young, merge, n = components(desc, full, False)
         h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
-        young, merge, n = union_find_pairs(asc, shape, neighbour_offsets(arr.shape, not full), True)
+        young, merge, n = components(asc, not full, True)  # holes: the complement, dual neighbourhood
         h1 = _diagram(1, flat, merge[:n], young[:n])
         return Persistence((h0, h1), arr.shape, connectivity)
 
-    from topofix.topology._reduction import lower_star_pairs_3d, padded_order, unpad
+    from topofix.topology import _reduction as red
 
     def separate_pass():
         # full: components (26-neighbours); face: cavities (complement, 26-neighbours)
-        if full:
-            return union_find_pairs(desc, shape, neighbour_offsets(arr.shape, True), False)
-        return union_find_pairs(asc, shape, neighbour_offsets(arr.shape, True), True)
+        return components(desc, True, False) if full else components(asc, True, True)
 
-    def reduction_pass():
-        # V-construction of g on a padded grid: g = p with a present shell (the
-        # complement of the super-level set, full) or g = -p (face).
-        order, rank, dims = padded_order(asc if full else desc, shape, full)
-        g = np.full(tuple(dims), -np.inf, np.float32)
-        g[2:-2, 2:-2, 2:-2] = arr if full else -arr
-        b0, d0, n0, b1, d1, n1 = lower_star_pairs_3d(rank, order, dims, g.ravel())
-        return unpad(b0, n0, shape), unpad(d0, n0, shape), unpad(b1, n1, shape), unpad(d1, n1, shape)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the numba kernels release the GIL
-        future = pool.submit(separate_pass)
-        low_b, low_d, loop_a, loop_b = reduction_pass()
-        young, merge, n = future.result()
+    # The V-construction of g on a padded grid: g = p with a present shell (the
+    # complement of the super-level set, "full") or g = -p ("face"). The
+    # union-find passes and the apparent-pair pass are independent: two threads
+    # share them (the numba kernels release the GIL).
+    order, rank, dims = red.padded_order(asc if full else desc, shape, full)
+    g = np.full(tuple(dims), -np.inf, np.float32)
+    g[2:-2, 2:-2, 2:-2] = arr if full else -arr
+    g = g.ravel()
+    workers = min(2, os.cpu_count() or 1)
+    bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        separate = pool.submit(separate_pass)
+        components = pool.submit(red.components_pass, rank, order, dims, g)
+        chunks = [pool.submit(red.apparent_pass, rank, order, dims, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        rest = np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
+        negative, low_b, low_d, n0 = components.result()
+        young, merge, n = separate.result()
+    loop_a, loop_b, n1 = red.reduction_pass(rest, rank, order, dims, g, negative)
+    loop_a = red.unpad(loop_a, n1, shape)
+    loop_b = red.unpad(loop_b, n1, shape)
+    low_b = red.unpad(low_b, n0, shape)
+    low_d = red.unpad(low_d, n0, shape)
 
     if full:
         h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))

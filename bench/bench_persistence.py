@@ -1,0 +1,147 @@
+"""Benchmark: persistence of super-level filtrations, topofix vs gudhi vs CubicalRipser.
+
+Run:  python bench/bench_persistence.py             (a few minutes on 2 cores)
+      python bench/bench_persistence.py --quick     (skips gudhi on the large volumes)
+      python bench/bench_persistence.py --memory    (adds peak memory of the 96x240x256
+                                                     case, each library in a child process)
+
+All three libraries get the same float32 inputs in the same process, both
+dimensions (all of 0..d-1), with the connectivity that matches: topofix "full" =
+gudhi top_dimensional_cells = cripser computePH_T; the table reports "full".
+Times are the best of N runs after one warm-up call (numba compiles or loads its
+cache on the first call; that cost is reported separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def smooth(shape, sigma, seed=0) -> np.ndarray:
+    from scipy import ndimage
+
+    v = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape), sigma)
+    return ((v - v.min()) / (v.max() - v.min())).astype(np.float32)
+
+
+def noisy(shape, seed=0) -> np.ndarray:
+    return np.clip(smooth(shape, 2, seed) + np.random.default_rng(seed + 1).normal(0, 0.1, shape), 0, 1).astype(np.float32)
+
+
+def cases():
+    yield "batch 100 x 80x80", np.stack([smooth((80, 80), 2, s) for s in range(100)]), 3
+    yield "256x256", smooth((256, 256), 3), 5
+    yield "512x512", smooth((512, 512), 4), 3
+    yield "64^3 smooth", smooth((64, 64, 64), 2), 3
+    yield "64^3 noisy", noisy((64, 64, 64)), 3
+    yield "128^3 smooth", smooth((128, 128, 128), 3), 1
+    yield "128^3 noisy", noisy((128, 128, 128)), 1
+    yield "96x240x256", smooth((96, 240, 256), 4), 1
+
+
+def run_topofix(x, batch):
+    import topofix
+
+    if batch:
+        return topofix.persistence_batch(x)
+    return topofix.persistence(x)
+
+
+def run_cripser(x, batch):
+    import cripser
+
+    if batch:
+        return [cripser.computePH_T(-im.astype(np.float64), maxdim=1) for im in x]
+    return cripser.computePH_T(-x.astype(np.float64), maxdim=x.ndim - 1)
+
+
+def run_gudhi(x, batch):
+    import gudhi
+
+    def one(im):
+        cc = gudhi.CubicalComplex(top_dimensional_cells=-im)
+        cc.compute_persistence(homology_coeff_field=2)
+        return cc.cofaces_of_persistence_pairs()  # critical cells, as topofix returns
+
+    return [one(im) for im in x] if batch else one(x)
+
+
+RUNNERS = {"topofix": run_topofix, "cripser": run_cripser, "gudhi": run_gudhi}
+
+
+def best_of(fn, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def peak_memory_child(lib: str, path: str) -> None:
+    RUNNERS[lib](smooth((6, 7, 8), 1), False)  # imports and JIT outside the measure
+    x = np.load(path)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    RUNNERS[lib](x, False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{(peak - base) / 1024:.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--volume", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        peak_memory_child(args.child, args.volume)
+        return
+    import cripser
+    import gudhi
+    import numba
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+          f"numpy {np.__version__}, numba {numba.__version__}, gudhi {gudhi.__version__}, "
+          f"cripser {getattr(cripser, '__version__', '?')}")
+    t = time.perf_counter()
+    run_topofix(smooth((8, 9, 10), 1), False)
+    run_topofix(smooth((8, 9), 1)[None], True)
+    print(f"first call (numba cache load or compile): {time.perf_counter() - t:.2f} s")
+    print("| input | topofix (s) | cripser T (s) | gudhi (s) | topofix speed-up vs fastest |")
+    print("|---|---|---|---|---|")
+    for name, x, repeat in cases():
+        batch = name.startswith("batch")
+        times = {}
+        for lib in ("topofix", "cripser", "gudhi"):
+            if lib == "gudhi" and args.quick and x.size > 2_000_000:
+                times[lib] = float("nan")
+                continue
+            run = RUNNERS[lib]
+            times[lib] = best_of(lambda run=run: run(x, batch), repeat)
+        others = min(v for k, v in times.items() if k != "topofix" and v == v)
+        print(f"| {name} | {times['topofix']:.3f} | {times['cripser']:.3f} | {times['gudhi']:.3f} | "
+              f"{others / times['topofix']:.1f}x |", flush=True)
+    if args.memory:
+        import tempfile
+
+        print("\npeak memory (RSS) above the loaded input, 96x240x256 float32 (MB):")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "volume.npy")
+            np.save(path, smooth((96, 240, 256), 4))
+            for lib in RUNNERS:
+                out = subprocess.run([sys.executable, __file__, "--child", lib, "--volume", path],
+                                     capture_output=True, text=True, check=True)
+                print(f"  {lib}: {out.stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()
