@@ -104,8 +104,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.checking import CheckReport, CheckResult, check, check_labels
     from topofix.errors import InputError, OutputError, PriorError, TopofixError
-    from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
+    from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.topology.betti import betti_numbers, euler_characteristic
     from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch

@@ -102,7 +102,7 @@ class Persistence:
 
 def _as_float32(prob: Any) -> np.ndarray:
     if hasattr(prob, "detach"):  # torch tensor, without importing torch
-        prob = prob.detach().cpu().numpy()
+        prob = prob.detach().cpu().float().numpy()  # .float(): numpy has no bfloat16
     arr = np.ascontiguousarray(np.asarray(prob, dtype=np.float32))
     if arr.ndim not in (2, 3):
         raise ValueError(f"persistence needs a 2D or 3D map, got shape {arr.shape}")
