@@ -5,6 +5,7 @@ The public API mirrors the command line::
     import topofix
     topofix.betti_numbers(mask, connectivity="full")   # exact Betti numbers
     report = topofix.check("masks/", priors=["2=1,1"])   # what `topofix check` does
+    pred = topofix.predict(image, "model.pt")            # the network's own segmentation
     image = topofix.read_mask("case.nii.gz")              # array + geometry
 
 Names are imported lazily (PEP 562) so that ``import topofix`` and
@@ -50,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "LossTerms": "topofix.losses",
     "PriorTerm": "topofix.losses",
     "betti_prior_loss": "topofix.losses",
+    "Prediction": "topofix.prediction",
+    "predict": "topofix.prediction",
 }
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "LossTerms",
     "OutputError",
     "Persistence",
+    "Prediction",
     "Prior",
     "PriorError",
     "PriorTerm",
@@ -81,6 +85,7 @@ __all__ = [
     "parse_prior",
     "persistence",
     "persistence_batch",
+    "predict",
     "read_image",
     "read_mask",
     "write_image",
@@ -106,6 +111,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.errors import InputError, OutputError, PriorError, TopofixError
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
     from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
+    from topofix.prediction import Prediction, predict
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.topology.betti import betti_numbers, euler_characteristic
     from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch

@@ -67,12 +67,14 @@ class SmallUNet(nn.Module):
         self.head = _conv(dims)(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        skips: list[torch.Tensor] = []
         for block in self.down:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottom(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
-            x = merge(torch.cat([up(x), skip], dim=1))
+        level = len(skips)
+        for up, merge in zip(self.up, self.merge):  # TorchScript: no reversed(), index instead
+            level -= 1
+            x = merge(torch.cat([up(x), skips[level]], dim=1))
         return self.head(x)

@@ -13,6 +13,7 @@ import typer
 
 from topofix._version import __version__
 from topofix.cli.check_cmd import check_command
+from topofix.cli.predict_cmd import predict_command
 
 app = typer.Typer(
     name="topofix",
@@ -42,6 +43,7 @@ def _root(
 
 
 app.command("check", no_args_is_help=True)(check_command)
+app.command("predict", no_args_is_help=True)(predict_command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
@@ -78,7 +79,7 @@ def results_table(report) -> Table:
     """One row per input, one column per structure (prior)."""
     paths = report.paths
     folder = _common_folder(paths) if len(paths) > 1 and not paths[0].startswith("<") else ""
-    title = "topofix check" + (f" in {_display_path(folder)}" if folder else "")
+    title = "topofix check" + (f" in {escape(_display_path(folder))}" if folder else "")
     caption = f"connectivity {report.connectivity}"
     if report.per_slice:
         caption += f"; 3D stacks checked per slice along {report.per_slice} (slice:(betti))"
@@ -100,7 +101,7 @@ def results_table(report) -> Table:
         if has_prior:
             failed = any(r.status == "fail" for rows in by_prior.values() for r in rows)
             cells.append("[bold red]FAIL[/]" if failed else "[green]pass[/]")
-        table.add_row(_display(path, folder), *cells)
+        table.add_row(escape(_display(path, folder)), *cells)
     return table
 
 

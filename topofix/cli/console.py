@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from topofix.atomic import atomic_write_text
 
@@ -20,8 +21,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
-    """Print one error line (``error: <path>: <problem>``) to stderr."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print one error line (``error: <path>: <problem>``) to stderr.
+
+    The message is escaped: file names may contain ``[...]``, which rich would
+    read as markup.
+    """
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def json_text(data: Any) -> str:

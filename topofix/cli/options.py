@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -81,3 +82,131 @@ PerSlice = Annotated[
         "stacks) and check every slice on its own.",
     ),
 ]
+
+
+# --------------------------------------------------------------------------- #
+# The user's network: shared by `predict` and `correct`
+# --------------------------------------------------------------------------- #
+
+
+class NormalizeChoice(str, Enum):
+    zscore = "zscore"
+    percentile = "percentile"
+    minmax = "minmax"
+    none = "none"
+
+
+class ActivationChoice(str, Enum):
+    auto = "auto"
+    sigmoid = "sigmoid"
+    softmax = "softmax"
+    none = "none"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+MODEL_PANEL = "Model"
+
+Model = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="FILE",
+        help="The trained segmentation network: a TorchScript file (torch.jit.save; scripted or traced) "
+        "or an ONNX file.",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Normalize = Annotated[
+    NormalizeChoice,
+    typer.Option(
+        "--normalize",
+        case_sensitive=False,
+        help="Intensity normalisation the network was trained with, over the whole image: zscore "
+        "(mean 0, std 1; nnU-Net for MR), percentile (clip to the 0.5-99.5 percentiles, then zscore; "
+        "nnU-Net-like for CT), minmax (to [0, 1]), none (raw values).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Activation = Annotated[
+    ActivationChoice,
+    typer.Option(
+        "--activation",
+        case_sensitive=False,
+        help="Turns the network's outputs into probabilities. auto: sigmoid for 1 output channel, "
+        "softmax for more. none: the network already outputs probabilities.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+PadMultiple = Annotated[
+    Optional[int],
+    typer.Option(
+        "--pad-multiple",
+        metavar="N",
+        min=1,
+        help="Pad image sides to a multiple of N before the network (cropped back after). "
+        "Default: detected on the model (2^poolings for a U-Net, up to 32).",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+ModelPerSlice = Annotated[
+    Optional[SliceAxis],
+    typer.Option(
+        "--per-slice",
+        metavar="AXIS",
+        case_sensitive=False,
+        help="Run a 2D network on every slice of 3D stacks along AXIS (x, y or z; z for cardiac "
+        "short-axis stacks). A 2D network on a 3D image needs it.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+PatchSize = Annotated[
+    Optional[str],
+    typer.Option(
+        "--patch-size",
+        metavar="Z,Y,X",
+        help="Sliding-window inference with windows of this size, in array order (2D: Y,X; one number "
+        "for every axis). Gaussian-weighted, like nnU-Net. Default: the whole image at once.",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Overlap = Annotated[
+    float,
+    typer.Option(
+        "--overlap",
+        metavar="F",
+        help="With --patch-size: fraction of a window shared with its neighbours, in [0, 1).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Device = Annotated[
+    DeviceChoice,
+    typer.Option(
+        "--device",
+        case_sensitive=False,
+        help="auto: a CUDA GPU when there is one, else the CPU.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+
+
+def parse_patch_size(text: str | None) -> tuple[int, ...] | None:
+    """``"96,96,96"`` -> ``(96, 96, 96)``; ``"64"`` -> ``(64,)`` (every axis). ValueError with a one-line reason."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        sides = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--patch-size {text!r}: expected positive integers separated by commas, e.g. 96,96,96") from None
+    if not 1 <= len(sides) <= 3 or any(s < 1 for s in sides):
+        raise ValueError(f"--patch-size {text!r}: expected 1 to 3 positive integers, e.g. 96,96,96")
+    return sides
