@@ -23,6 +23,13 @@ _EXPORTS: dict[str, str] = {
     "CheckReport": "topofix.checking",
     "CheckResult": "topofix.checking",
     "check": "topofix.checking",
+    "correct": "topofix.correction",
+    "CorrectionSettings": "topofix.correction",
+    "CorrectionResult": "topofix.correction",
+    "CaseReport": "topofix.correction",
+    "load_model": "topofix.models.loading",
+    "LoadedModel": "topofix.models.loading",
+    "ModelContract": "topofix.models.contract",
     "check_labels": "topofix.checking",
     "TopofixError": "topofix.errors",
     "InputError": "topofix.errors",
@@ -60,6 +67,11 @@ __all__ = [
     "CONNECTIVITIES",
     "CheckReport",
     "CheckResult",
+    "CaseReport",
+    "CorrectionResult",
+    "CorrectionSettings",
+    "LoadedModel",
+    "ModelContract",
     "DEFAULT_CONNECTIVITY",
     "Diagram",
     "Geometry",
@@ -79,6 +91,8 @@ __all__ = [
     "build_priors",
     "check",
     "check_labels",
+    "correct",
+    "load_model",
     "differentiable_persistence",
     "euler_characteristic",
     "parse_betti",
@@ -108,6 +122,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.checking import CheckReport, CheckResult, check, check_labels
+    from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct
+    from topofix.models.contract import ModelContract
+    from topofix.models.loading import LoadedModel, load_model
     from topofix.errors import InputError, OutputError, PriorError, TopofixError
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
     from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss

@@ -84,6 +84,7 @@ class CaseReport:
     met_after: bool
     steps: int
     stop_reason: str
+    chosen_step: int
     seconds: float
     changed_fraction: float
     dice_original_corrected: float
@@ -282,8 +283,9 @@ def correct(
         with torch.no_grad():
             final_topo = float(_topological_loss(loss_fn, final_prob, per_slice, slices))
             final_sim = float(torch.mean((final_prob - s0) ** 2))
-        report = _report(path, labels0, final_labels, prior_list, settings, per_slice, final_step, stop_reason,
-                         started, final_topo, final_sim, curve)
+        steps_run = final_step if stop_reason == "met" else len(curve) - 1
+        report = _report(path, labels0, final_labels, prior_list, settings, per_slice, steps_run, stop_reason,
+                         started, final_topo, final_sim, curve, chosen_step=final_step)
         return CorrectionResult(final_labels, final_prob.cpu().numpy(), labels0, s0.cpu().numpy(), report)
     finally:
         snapshot.restore()
@@ -318,7 +320,8 @@ def _topological_loss(loss_fn, prob, per_slice: str | None, slices: list[int] | 
     return total
 
 
-def _report(path, labels0, labels1, priors, settings, per_slice, steps, reason, started, topo, sim, curve):
+def _report(path, labels0, labels1, priors, settings, per_slice, steps, reason, started, topo, sim, curve,
+            chosen_step=0):
     outcomes = _outcomes(labels0, labels1, priors, settings.connectivity, per_slice)
     return CaseReport(
         path=path,
@@ -327,6 +330,7 @@ def _report(path, labels0, labels1, priors, settings, per_slice, steps, reason, 
         met_after=all(o.met_after for o in outcomes),
         steps=steps,
         stop_reason=reason,
+        chosen_step=chosen_step,
         seconds=round(time.perf_counter() - started, 3),
         changed_fraction=float(np.mean(labels0 != labels1)),
         dice_original_corrected=dice(labels0, labels1),

@@ -1,0 +1,335 @@
+"""``topofix correct``: the CLI layer over :func:`topofix.correction.correct`, for a folder of scans."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from topofix.cli import options
+from topofix.cli.console import err, out, print_error, write_csv, write_json
+from topofix.cli.predict_cmd import planned_outputs, probability_labels
+from topofix.errors import OutputError, TopofixError
+
+REPORT_JSON = "topofix_report.json"
+REPORT_CSV = "topofix_report.csv"
+CSV_FIELDS = (
+    "path", "status", "prior", "expected", "betti_before", "betti_after", "met_before", "met_after",
+    "failing_slices_before", "failing_slices_after", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
+    "dice_original_corrected", "topo_loss", "similarity_loss", "error",
+)
+EXAMPLES = """
+[bold]Examples[/]
+
+  Myocardium (label 2) must be one ring on every short-axis slice; a 2D network on 3D stacks:
+    [cyan]topofix correct stacks/ -m unet2d.pt -o fixed/ --per-slice z --prior 2=1,1[/]
+
+  The ACDC priors (1 RV, 2 MYO, 3 LV) on 2D slices, keeping the uncorrected masks beside:
+    [cyan]topofix correct slices/ -m unet.onnx -o fixed/ -p 1=1,0 -p 2=1,1 -p 3=1,0 -p 1+3=2,0 --save-original[/]
+
+  A liver in 3D must be one solid object, sliding windows on the GPU, resume an interrupted batch:
+    [cyan]topofix correct ct/ -m unet3d.pt -o fixed/ --label 1 --betti 1,0,0 --patch-size 96 --device cuda --skip-existing[/]
+
+[bold]Outputs[/] in DIR: the corrected mask under the input's name (same format and geometry, the model's
+labels); topofix_report.json and topofix_report.csv (priors, Betti numbers before/after, steps, stop
+reason, seconds, share of voxels changed, Dice original vs corrected); with --save-original
+<stem>_original<ext>, with --save-probabilities <stem>_prob<L><ext>.
+
+[bold]Exit status[/]: 0 every scan meets its prior afterwards, 1 some do not, 2 some scan could not be
+processed or a usage error (the other scans still run).
+"""
+
+
+def _fmt(values) -> str:
+    return "-" if values is None else ",".join(str(v) for v in values)
+
+
+def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
+    """Whole image: its Betti numbers; per slice: how many slices fail."""
+    if len(rows) == 1 and not failing:
+        return _fmt(rows[0])
+    if len(rows) == 1:
+        return _fmt(rows[0])
+    return f"{len(failing)} slice(s) fail" if failing else f"{len(rows)} slices ok"
+
+
+def _report_rows(case: dict) -> list[dict]:
+    base = {k: case.get(k) for k in ("path", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
+                                      "dice_original_corrected", "topo_loss", "similarity_loss", "error")}
+    base["status"] = case.get("status")
+    if not case.get("priors"):
+        return [base]
+    rows = []
+    for prior in case["priors"]:
+        row = dict(base)
+        row.update({
+            "prior": prior["prior"],
+            "expected": _fmt(prior["expected"]),
+            "betti_before": ";".join(_fmt(b) for b in prior["betti_before"]),
+            "betti_after": ";".join(_fmt(b) for b in prior["betti_after"]),
+            "met_before": prior["met_before"],
+            "met_after": prior["met_after"],
+            "failing_slices_before": " ".join(map(str, prior["failing_slices_before"])),
+            "failing_slices_after": " ".join(map(str, prior["failing_slices_after"])),
+        })
+        rows.append(row)
+    return rows
+
+
+def _summary_table(cases: list[dict]) -> Table:
+    table = Table(title="topofix correct", title_justify="left")
+    table.add_column("scan", no_wrap=True)
+    for name, justify in ( ("prior", "left"), ("before", "right"), ("after", "right"),
+                          ("steps", "right"), ("stop", "left"), ("s", "right"), ("Dice", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for case in cases:
+        name = escape(os.path.basename(case["path"]))
+        if case.get("status") == "error":
+            table.add_row(name, "", "", "", "", "[bold red]error[/]", "", "")
+            continue
+        for i, prior in enumerate(case.get("priors") or []):
+            before = _betti_text(prior["betti_before"], prior["failing_slices_before"])
+            after = _betti_text(prior["betti_after"], prior["failing_slices_after"])
+            before = f"[green]{before}[/]" if prior["met_before"] else f"[red]{before}[/]"
+            after = f"[green]{after}[/]" if prior["met_after"] else f"[bold red]{after}[/]"
+            first = i == 0
+            table.add_row(
+                name if first else "", prior["prior"].replace("foreground=", "foreground "), before, after,
+                str(case["steps"]) if first else "", (case["stop_reason"] or "") if first else "",
+                f"{case['seconds']:.1f}" if first else "",
+                f"{case['dice_original_corrected']:.3f}" if first else "",
+            )
+    return table
+
+
+def correct_command(
+    inputs: Annotated[list[str], typer.Argument(help="Scans (NIfTI, MHA/MHD, NRRD, PNG), folders or glob patterns.", show_default=False)],
+    model: options.Model,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the corrected masks and the report (created if missing).", show_default=False)],
+    betti: options.Betti = None,
+    label: options.Label = None,
+    prior: options.PriorSpecs = None,
+    connectivity: options.Connectivity = options.ConnectivityChoice.full,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Maximum optimisation steps per scan.", rich_help_panel="Optimisation")] = 100,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate on the network's weights.", rich_help_panel="Optimisation")] = 1e-4,
+    lam: Annotated[float, typer.Option("--lambda", min=0.0, help="Weight of the similarity term: mean squared difference between current and original probabilities.", rich_help_panel="Optimisation")] = 100.0,
+    loss_form: Annotated[str, typer.Option("--loss", help="squared (Clough et al.) or linear (Byrne et al.) persistence terms.", rich_help_panel="Optimisation")] = "squared",
+    roi: Annotated[bool, typer.Option("--roi/--no-roi", help="Compute the topological term in the bounding box of the foreground (probability >= 0.5) plus 2 voxels.", rich_help_panel="Optimisation")] = True,
+    threshold: Annotated[float, typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where probability >= P.", rich_help_panel="Optimisation")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (results are deterministic on the CPU).", rich_help_panel="Optimisation")] = 0,
+    always: Annotated[bool, typer.Option("--always", help="Fine-tune even scans whose original mask already meets the prior.", rich_help_panel="Optimisation")] = False,
+    normalize: options.Normalize = options.NormalizeChoice.zscore,
+    activation: options.Activation = options.ActivationChoice.auto,
+    pad_multiple: options.PadMultiple = None,
+    per_slice: options.ModelPerSlice = None,
+    patch_size: options.PatchSize = None,
+    overlap: options.Overlap = 0.5,
+    device: options.Device = options.DeviceChoice.auto,
+    save_original: Annotated[bool, typer.Option("--save-original", help="Also write the uncorrected prediction, <stem>_original<ext>.", rich_help_panel="Outputs")] = False,
+    save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write the corrected probabilities, <stem>_prob<L><ext>.", rich_help_panel="Outputs")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scans whose corrected mask exists (resume a batch); their report entries are kept.", rich_help_panel="Outputs")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs and reports.", rich_help_panel="Outputs")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help=f"JSON report (default DIR/{REPORT_JSON}).", rich_help_panel="Outputs")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help=f"CSV report (default DIR/{REPORT_CSV}).", rich_help_panel="Outputs")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
+) -> None:
+    """Correct the topology of your network's segmentations, scan by scan, with a Betti-number prior.
+
+    For each scan: predict; if the mask breaks the prior, fine-tune a fresh copy of the network on that
+    scan alone with the persistent-homology loss (Clough et al., TPAMI 2022) plus a similarity term to
+    the original prediction; write the corrected mask and a before/after report.
+    """
+    from topofix.priors import build_priors
+
+    try:
+        priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
+        if not priors:
+            raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
+        if loss_form not in ("squared", "linear"):
+            raise TopofixError(f"--loss {loss_form!r}: expected squared or linear")
+        patch = options.parse_patch_size(patch_size)
+        if not 0.0 <= overlap < 1.0:
+            raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
+        if output.exists() and not output.is_dir():
+            raise OutputError(output, "is a file, expected an output folder")
+    except (TopofixError, ValueError) as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+
+    from topofix.inputs import expand_inputs
+
+    items = expand_inputs(inputs)
+    for item in items:
+        if item.error is None and _same(planned_outputs(item.path, output)[0], item.path):
+            print_error(f"{output}: the output folder holds the input {os.path.basename(item.path)}, which its "
+                        "corrected mask would overwrite; choose another --output folder")
+            raise typer.Exit(2)
+    json_file = json_path or output / REPORT_JSON
+    csv_file = csv_path or output / REPORT_CSV
+    previous = _previous_cases(json_file) if skip_existing else {}
+    if not (overwrite or skip_existing):
+        for report in (json_file, csv_file):
+            if report.exists():
+                print_error(f"{report}: already exists (use --overwrite to replace it, or --skip-existing to resume)")
+                raise typer.Exit(2)
+
+    from topofix.correction import CorrectionSettings
+    from topofix.models.contract import ModelContract
+    from topofix.models.inference import resolve_device
+    from topofix.models.loading import load_model
+
+    try:
+        dev = resolve_device(device.value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_model(model, device=str(dev))
+    except TopofixError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {escape(str(model))}: {escape(warning)}", highlight=False)
+
+    settings = CorrectionSettings(
+        steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
+        roi_threshold=0.5 if roi else None, always=always, seed=seed,
+    )
+    contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple)
+    cases = _run_batch(
+        items, loaded, priors, settings, contract, output, dev,
+        per_slice=None if per_slice is None else per_slice.value, patch=patch, overlap=overlap,
+        save_original=save_original, save_probabilities=save_probabilities, skip_existing=skip_existing,
+        overwrite=overwrite, quiet=quiet, previous=previous,
+    )
+
+    if not quiet and cases:
+        out.print(_summary_table(cases))
+    processed = [c for c in cases if c["status"] != "error"]
+    failed = len(cases) - len(processed)
+    not_met = [c for c in processed if not c.get("met_after")]
+    fixed = sum(1 for c in processed if c.get("met_after") and not c.get("met_before"))
+    summary = (f"{len(processed)} scan(s) processed: {fixed} corrected, {len(processed) - len(not_met) - fixed} "
+               f"already met the prior, {len(not_met)} still do not")
+    if failed:
+        summary += f"; {failed} could not be processed"
+    out.print(summary + ".", markup=False)
+    report = {
+        "tool": "topofix correct",
+        "model": str(model),
+        "priors": [p.spec for p in priors],
+        "settings": {**settings.__dict__, "per_slice": None if per_slice is None else per_slice.value,
+                     "patch_size": patch, "normalize": normalize.value},
+        "summary": {"scans": len(cases), "processed": len(processed), "corrected": fixed,
+                    "not_met": len(not_met), "failed": failed},
+        "cases": cases,
+    }
+    try:
+        write_json(json_file, report, overwrite=True)
+        write_csv(csv_file, [row for case in cases for row in _report_rows(case)], CSV_FIELDS, overwrite=True)
+        if not quiet:
+            err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}")
+    except (TopofixError, OSError) as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    raise typer.Exit(2 if failed else (1 if not_met else 0))
+
+
+def _same(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _previous_cases(path: Path) -> dict[str, dict]:
+    """Report entries of an earlier run (resume with --skip-existing); JSON only, never pickle."""
+    try:
+        data = json.loads(path.read_text())
+        return {os.path.abspath(c["path"]): c for c in data.get("cases", []) if "path" in c}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _stem_ext(path: str) -> tuple[str, str]:
+    from topofix.io import image_extension
+
+    name = os.path.basename(path)
+    ext = image_extension(name) or ""
+    return name[: len(name) - len(ext)] if ext else name, ext
+
+
+def _run_batch(items, loaded, priors, settings, contract, output: Path, dev, *, per_slice, patch, overlap,
+               save_original, save_probabilities, skip_existing, overwrite, quiet, previous) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from topofix.correction import correct
+    from topofix.io import read_image, write_image, write_mask
+
+    cases: list[dict] = []
+    bar = tqdm(items, desc="correct", unit="scan", disable=True if quiet else None, file=sys.stderr)
+
+    def report_error(message: str) -> None:
+        with tqdm.external_write_mode(file=sys.stderr):
+            print_error(message)
+
+    for item in bar:
+        if item.error is not None:
+            report_error(str(item.error))
+            cases.append({"path": item.path, "status": "error", "error": str(item.error)})
+            continue
+        path = item.path
+        mask_path = planned_outputs(path, output)[0]
+        stem, ext = _stem_ext(path)
+        bar.set_postfix_str(os.path.basename(path))
+        started = time.perf_counter()
+        try:
+            if mask_path.exists():
+                if skip_existing:
+                    kept = previous.get(os.path.abspath(path))
+                    cases.append(kept if kept else {"path": path, "status": "skipped", "met_after": True,
+                                                    "priors": [], "steps": 0, "stop_reason": "output exists",
+                                                    "seconds": 0.0, "dice_original_corrected": 1.0})
+                    continue
+                if not overwrite:
+                    raise OutputError(mask_path, "already exists (use --overwrite, or --skip-existing to resume)")
+            image = read_image(path)
+
+            def progress(step: int, topo: float, sim: float, name=os.path.basename(path)) -> None:
+                bar.set_postfix_str(f"{name} step {step} topo {topo:.3f} sim {sim:.2e}")
+
+            result = correct(image, loaded.module, priors, settings=settings, contract=contract,
+                             per_slice=per_slice, patch_size=patch, overlap=overlap, device=str(dev), path=path,
+                             callback=progress)
+            write_mask(mask_path, result.labels, reference=image, overwrite=overwrite)
+            if save_original:
+                original_ext = ext if ext else ".nii.gz"
+                write_mask(output / f"{stem}_original{original_ext}", result.original_labels, reference=image,
+                           overwrite=overwrite)
+            if save_probabilities:
+                labels = probability_labels(result.probabilities.shape[0], "sigmoid"
+                                            if result.probabilities.shape[0] == 1 else "softmax")
+                prob_ext = ".nii.gz" if ext == ".png" else ext
+                for label, channel in zip(labels, result.probabilities):
+                    write_image(output / f"{stem}_prob{label}{prob_ext}", channel, reference=image,
+                                overwrite=overwrite)
+            case = result.report.to_dict()
+            case["status"] = "processed"
+            cases.append(case)
+        except TopofixError as error:
+            message = str(error)
+            if not (message.startswith(path) or isinstance(error, OutputError)):
+                message = f"{path}: {message}"
+            report_error(message)
+            cases.append({"path": path, "status": "error", "error": message,
+                          "seconds": round(time.perf_counter() - started, 3)})
+    return cases
+
+
+correct_command.__doc__ = (correct_command.__doc__ or "") + EXAMPLES
