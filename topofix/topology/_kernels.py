@@ -90,6 +90,24 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _merge(parent: np.ndarray, pos: np.ndarray, x: int, root: int, other: int, young: np.ndarray,
+           merge: np.ndarray, n: int) -> tuple[int, int]:
+    """Merge the components of roots ``root`` (holding ``x``) and ``other`` with the
+    elder rule: the root processed later dies; its death at ``x`` is recorded
+    unless it is ``x``'s own, just-born component. Returns ``(new root, n)``."""
+    if pos[other] < pos[root]:
+        old, yng = other, root
+    else:
+        old, yng = root, other
+    if yng != x:
+        young[n] = yng
+        merge[n] = x
+        n += 1
+    parent[yng] = old
+    return old, n
+
+
 @lru_cache(maxsize=64)
 def neighbour_offsets(shape: tuple[int, ...], full: bool) -> np.ndarray:
     """Flat offsets of the neighbours in the padded grid of an image of ``shape``.
@@ -166,20 +184,8 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
             if parent[y] < 0:
                 continue  # not processed yet (or padding never processed)
             other = _find(parent, y)
-            if other == root:
-                continue
-            if pos[other] < pos[root]:  # elder rule: the later root dies
-                old = other
-                yng = root
-            else:
-                old = root
-                yng = other
-            if yng != x:
-                young[n] = yng
-                merge[n] = x
-                n += 1
-            parent[yng] = old
-            root = old
+            if other != root:
+                root, n = _merge(parent, pos, x, root, other, young, merge, n)
     # padded -> image flat indices
     for t in range(n):
         for arr in (young, merge):
@@ -218,7 +224,8 @@ def union_find_corners(order: np.ndarray, shape: np.ndarray, outside: bool):
     ncorner = c0 * c1 * c2
     ghost = size + ncorner
     parent = np.full(ghost + 1, -1, np.int32)  # voxels, then corners, then the outside
-    pos = np.empty(size + 1, np.int32)
+    pos = np.empty(ghost + 1, np.int32)  # read for roots only: voxels and the outside
+    pos[ghost] = -1
     parent[ghost] = ghost
     if outside:
         for ci in range(c0):
@@ -231,7 +238,6 @@ def union_find_corners(order: np.ndarray, shape: np.ndarray, outside: bool):
                         parent[size + (ci * c1 + cj) * c2 + cl] = ghost
     for k in range(size):
         pos[order[k]] = k
-    pos_ghost = -1
     # corner offsets of a voxel relative to its lowest corner
     ncorners = 4 if ndim == 2 else 8
     coff = np.empty(ncorners, np.int64)
@@ -259,20 +265,6 @@ def union_find_corners(order: np.ndarray, shape: np.ndarray, outside: bool):
                 parent[c] = root  # a new corner: part of x's component
                 continue
             other = _find(parent, c)
-            if other == root:
-                continue
-            po = pos_ghost if other == ghost else pos[other]
-            pr = pos_ghost if root == ghost else pos[root]
-            if po < pr:  # elder rule: the later root dies
-                old = other
-                yng = root
-            else:
-                old = root
-                yng = other
-            if yng != x:
-                young[n] = yng
-                merge[n] = x
-                n += 1
-            parent[yng] = old
-            root = old
+            if other != root:
+                root, n = _merge(parent, pos, x, root, other, young, merge, n)
     return young, merge, n

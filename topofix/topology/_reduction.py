@@ -31,13 +31,7 @@ import numpy as np
 from numba import types
 from numba.typed import Dict
 
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _find(parent: np.ndarray, x: int) -> int:
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]
-        x = parent[x]
-    return x
+from topofix.topology._kernels import _find
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
