@@ -5,6 +5,7 @@ The public API mirrors the command line::
     import topofix
     topofix.betti_numbers(mask, connectivity="full")   # exact Betti numbers
     report = topofix.check("masks/", priors=["2=1,1"])   # what `topofix check` does
+    report = topofix.evaluate("preds/", "labels/")        # what `topofix evaluate` does
     pred = topofix.predict(image, "model.pt")            # the network's own segmentation
     image = topofix.read_mask("case.nii.gz")              # array + geometry
 
@@ -60,6 +61,11 @@ _EXPORTS: dict[str, str] = {
     "betti_prior_loss": "topofix.losses",
     "Prediction": "topofix.prediction",
     "predict": "topofix.prediction",
+    "evaluate": "topofix.evaluation",
+    "EvaluationReport": "topofix.evaluation",
+    "StructureResult": "topofix.evaluation",
+    "betti_matching": "topofix.metrics.topology",
+    "BettiMatching": "topofix.metrics.topology",
 }
 
 __all__ = [
@@ -73,7 +79,9 @@ __all__ = [
     "LoadedModel",
     "ModelContract",
     "DEFAULT_CONNECTIVITY",
+    "BettiMatching",
     "Diagram",
+    "EvaluationReport",
     "Geometry",
     "Image",
     "InputError",
@@ -86,6 +94,7 @@ __all__ = [
     "PriorTerm",
     "TopofixError",
     "TopologicalLoss",
+    "betti_matching",
     "betti_numbers",
     "betti_prior_loss",
     "build_priors",
@@ -95,6 +104,7 @@ __all__ = [
     "load_model",
     "differentiable_persistence",
     "euler_characteristic",
+    "evaluate",
     "parse_betti",
     "parse_prior",
     "persistence",
@@ -102,6 +112,7 @@ __all__ = [
     "predict",
     "read_image",
     "read_mask",
+    "StructureResult",
     "write_image",
     "write_mask",
 ]
@@ -126,6 +137,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.models.contract import ModelContract
     from topofix.models.loading import LoadedModel, load_model
     from topofix.errors import InputError, OutputError, PriorError, TopofixError
+    from topofix.evaluation import EvaluationReport, StructureResult, evaluate
+    from topofix.metrics.topology import BettiMatching, betti_matching
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
     from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
     from topofix.prediction import Prediction, predict

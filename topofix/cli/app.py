@@ -14,6 +14,7 @@ import typer
 from topofix._version import __version__
 from topofix.cli.check_cmd import check_command
 from topofix.cli.correct_cmd import correct_command
+from topofix.cli.evaluate_cmd import evaluate_command
 from topofix.cli.predict_cmd import predict_command
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ def _root(
 app.command("correct", no_args_is_help=True)(correct_command)
 app.command("check", no_args_is_help=True)(check_command)
 app.command("predict", no_args_is_help=True)(predict_command)
+app.command("evaluate", no_args_is_help=True)(evaluate_command)
 
 
 def main() -> None:
