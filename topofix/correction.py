@@ -91,6 +91,7 @@ class CaseReport:
     topo_loss: float | None
     similarity_loss: float | None
     loss_curve: list[tuple[float, float]] = field(default_factory=list)
+    diagrams: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,7 +247,7 @@ def correct(
 
         loss_fn = TopologicalLoss(prior_list, connectivity=settings.connectivity, form=settings.form,
                                   roi_threshold=settings.roi_threshold, roi_margin=settings.roi_margin,
-                                  spatial_dims=2 if per_slice else array.ndim)
+                                  spatial_dims=2 if per_slice else image_ndim)
         slices = _loss_slices(labels0, prior_list, per_slice)
         optimizer = fresh_optimizer(module, settings.lr)
         best: tuple[float, Any, np.ndarray, int] | None = None  # lowest topological loss, if never met
@@ -286,6 +287,7 @@ def correct(
         steps_run = final_step if stop_reason == "met" else len(curve) - 1
         report = _report(path, labels0, final_labels, prior_list, settings, per_slice, steps_run, stop_reason,
                          started, final_topo, final_sim, curve, chosen_step=final_step)
+        report.diagrams = _diagram_data(loss_fn, s0, final_prob, per_slice, slices, report)
         return CorrectionResult(final_labels, final_prob.cpu().numpy(), labels0, s0.cpu().numpy(), report)
     finally:
         snapshot.restore()
@@ -318,6 +320,53 @@ def _topological_loss(loss_fn, prob, per_slice: str | None, slices: list[int] | 
     for index in slices:
         total = total + loss_fn(prob.select(axis, index))
     return total
+
+
+MIN_REPORTED_LENGTH = 0.01
+"""Bars shorter than this (noise on the diagonal) are left out of the report's diagrams."""
+
+
+def _bars(term) -> list[list[float]]:
+    """``[dim, birth, death, kept]`` rows of one prior term; ``kept``: among the beta*_k
+    longest bars of its dimension, which the loss pushes to length 1 (the others to 0)."""
+    rows = []
+    for dim, ((births, deaths), wanted) in enumerate(zip(term.bars, term.expected)):
+        b = births.detach().cpu().numpy().astype(float)
+        d = deaths.detach().cpu().numpy().astype(float)
+        order = np.argsort(-(b - d), kind="stable")
+        kept = np.zeros(b.size, bool)
+        kept[order[:wanted]] = True
+        rows.extend([dim, round(float(x), 5), round(float(y), 5), bool(k)]
+                    for x, y, k in zip(b, d, kept) if k or x - y >= MIN_REPORTED_LENGTH)
+    return rows
+
+
+def _diagram_data(loss_fn, before, after, per_slice, slices, report) -> list[dict[str, Any]]:
+    """Persistence diagrams before/after, per prior (and per slice that failed before or
+    after), for reports and pictures: what the prior keeps and what it removes."""
+    import torch
+
+    from topofix.checking import SLICE_AXES
+
+    entries: list[dict[str, Any]] = []
+    if slices is None:
+        planes = [(None, before, after)]
+    else:
+        failing = {i for o in report.priors for i in o.failing_slices_before + o.failing_slices_after}
+        axis = SLICE_AXES[per_slice] + 1
+        planes = [(i, before.select(axis, i), after.select(axis, i)) for i in slices if i in failing]
+    with torch.no_grad():
+        for index, b, a in planes:
+            terms_before, terms_after = loss_fn.terms(b), loss_fn.terms(a)
+            for name, term in terms_before.priors.items():
+                entries.append({
+                    "slice": index,
+                    "prior": name,
+                    "expected": list(term.expected),
+                    "before": _bars(term),
+                    "after": _bars(terms_after.priors[name]),
+                })
+    return entries
 
 
 def _report(path, labels0, labels1, priors, settings, per_slice, steps, reason, started, topo, sim, curve,

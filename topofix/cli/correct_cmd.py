@@ -135,6 +135,7 @@ def correct_command(
     device: options.Device = options.DeviceChoice.auto,
     save_original: Annotated[bool, typer.Option("--save-original", help="Also write the uncorrected prediction, <stem>_original<ext>.", rich_help_panel="Outputs")] = False,
     save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write the corrected probabilities, <stem>_prob<L><ext>.", rich_help_panel="Outputs")] = False,
+    html: Annotated[bool, typer.Option("--html", help="Also write DIR/topofix_report.html, a self-contained visual report (implies --save-original).", rich_help_panel="Outputs")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scans whose corrected mask exists (resume a batch); their report entries are kept.", rich_help_panel="Outputs")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs and reports.", rich_help_panel="Outputs")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help=f"JSON report (default DIR/{REPORT_JSON}).", rich_help_panel="Outputs")] = None,
@@ -176,7 +177,7 @@ def correct_command(
     csv_file = csv_path or output / REPORT_CSV
     previous = _previous_cases(json_file) if skip_existing else {}
     if not (overwrite or skip_existing):
-        for report in (json_file, csv_file):
+        for report in (json_file, csv_file, *([output / "topofix_report.html"] if html else [])):
             if report.exists():
                 print_error(f"{report}: already exists (use --overwrite to replace it, or --skip-existing to resume)")
                 raise typer.Exit(2)
@@ -205,18 +206,21 @@ def correct_command(
     cases = _run_batch(
         items, loaded, priors, settings, contract, output, dev,
         per_slice=None if per_slice is None else per_slice.value, patch=patch, overlap=overlap,
-        save_original=save_original, save_probabilities=save_probabilities, skip_existing=skip_existing,
+        save_original=save_original or html, save_probabilities=save_probabilities, skip_existing=skip_existing,
         overwrite=overwrite, quiet=quiet, previous=previous,
     )
 
     if not quiet and cases:
         out.print(_summary_table(cases))
-    processed = [c for c in cases if c["status"] != "error"]
-    failed = len(cases) - len(processed)
+    processed = [c for c in cases if c["status"] not in ("error", "skipped")]
+    skipped = sum(1 for c in cases if c["status"] == "skipped")  # output exists, no earlier report entry
+    failed = sum(1 for c in cases if c["status"] == "error")
     not_met = [c for c in processed if not c.get("met_after")]
     fixed = sum(1 for c in processed if c.get("met_after") and not c.get("met_before"))
     summary = (f"{len(processed)} scan(s) processed: {fixed} corrected, {len(processed) - len(not_met) - fixed} "
                f"already met the prior, {len(not_met)} still do not")
+    if skipped:
+        summary += f"; {skipped} skipped (output exists)"
     if failed:
         summary += f"; {failed} could not be processed"
     out.print(summary + ".", markup=False)
@@ -227,7 +231,7 @@ def correct_command(
         "settings": {**settings.__dict__, "per_slice": None if per_slice is None else per_slice.value,
                      "patch_size": patch, "normalize": normalize.value},
         "summary": {"scans": len(cases), "processed": len(processed), "corrected": fixed,
-                    "not_met": len(not_met), "failed": failed},
+                    "not_met": len(not_met), "skipped": skipped, "failed": failed},
         "cases": cases,
     }
     try:
@@ -235,6 +239,12 @@ def correct_command(
         write_csv(csv_file, [row for case in cases for row in _report_rows(case)], CSV_FIELDS, overwrite=True)
         if not quiet:
             err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}")
+        if html:
+            from topofix.report_html import write_html_report
+
+            page = write_html_report(json_file, output / "topofix_report.html", masks_dir=output, overwrite=True)
+            if not quiet:
+                err.print(f"HTML report: {escape(str(page.path))}")
     except (TopofixError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
