@@ -14,6 +14,7 @@ Usage::
 
     python scripts/evaluate_demo_model.py                   # TorchScript model, prints the table
     python scripts/evaluate_demo_model.py --onnx            # the same with the ONNX file (onnxruntime)
+    python scripts/evaluate_demo_model.py --compare-exports # ... and ONNX logits == TorchScript logits (< 1e-4)
     python scripts/evaluate_demo_model.py --check-card      # exit 1 if MODEL_CARD.md's figures differ
     python scripts/evaluate_demo_model.py --write-card      # rewrite the figures block of MODEL_CARD.md
 
@@ -25,9 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -75,14 +76,34 @@ def onnx_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def segment(forward: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
-    """Labels of a 2D image or (slice by slice, normalised as a whole) of a 3D stack."""
+def logits_of(forward: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
+    """Logits (N, 4, H, W) of a 2D image (N = 1) or of every slice of a 3D stack (normalised as a whole)."""
     x = zscore(image)
     batch = x[None, None] if x.ndim == 2 else x[:, None]
-    logits = forward(np.ascontiguousarray(batch))
-    # softmax is monotonic: its argmax is the argmax of the logits
-    labels = np.argmax(logits, axis=1).astype(np.uint8)
-    return labels[0] if x.ndim == 2 else labels
+    return forward(np.ascontiguousarray(batch))
+
+
+def segment(forward: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
+    """Labels of a 2D image or (slice by slice, normalised as a whole) of a 3D stack."""
+    logits = logits_of(forward, image)
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)  # softmax over the 4 classes
+    labels = np.argmax(prob, axis=1).astype(np.uint8)
+    return labels[0] if np.ndim(image) == 2 else labels
+
+
+def compare_exports(sample: Path = SAMPLE) -> float:
+    """Max |logits(TorchScript) - logits(ONNX via onnxruntime)| over every sample image."""
+    import SimpleITK as sitk
+
+    ts, ox = torchscript_forward(MODELS / "demo_unet.pt"), onnx_forward(MODELS / "demo_unet.onnx")
+    worst = 0.0
+    for path in sorted((sample / "images").iterdir()):
+        if path.name == "MANIFEST.json":
+            continue
+        img = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        worst = max(worst, float(np.abs(logits_of(ts, img) - logits_of(ox, img)).max()))
+    return worst
 
 
 @dataclass
@@ -152,6 +173,7 @@ def summary(rows: list[Row]) -> dict:
         "all": part(rows),
         "2d": part(r for r in rows if r.slice is None),
         "stack_slices": part(r for r in rows if r.slice is not None),
+        "hard": part(r for r in rows if r.hard),
         "hard_2d": part(r for r in rows if r.slice is None and r.hard),
         "easy_2d": part(r for r in rows if r.slice is None and not r.hard),
         "hard_stack_slices": part(r for r in rows if r.slice is not None and r.hard),
@@ -176,7 +198,8 @@ def markdown(rows: list[Row]) -> str:
         return f"| {label} | {p['n']} | {p['mean_dice']:.3f} | {p['broken']} ({rate:.0f}%) |"
 
     out += ["| subset | images | mean MYO Dice | MYO prior (1,1) broken |", "|---|---:|---:|---:|",
-            line("all (2D images + stack slices)", "all"), line("2D images", "2d"),
+            line("all (2D images + stack slices)", "all"), line("all hard (2D images + stack slices)", "hard"),
+            line("2D images", "2d"),
             line("2D images, hard", "hard_2d"), line("2D images, not hard", "easy_2d"),
             line("stack slices", "stack_slices"), line("stack slices, hard", "hard_stack_slices"),
             line("stack slices, not hard", "easy_stack_slices")]
@@ -199,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-card", action="store_true", help="exit 1 if MODEL_CARD.md's figures block differs")
     ap.add_argument("--write-card", action="store_true", help="rewrite the figures block of MODEL_CARD.md")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON too")
+    ap.add_argument("--compare-exports", action="store_true",
+                    help="also check that the ONNX file (onnxruntime) gives the TorchScript logits "
+                         "(max abs difference < 1e-4 on every sample image)")
     args = ap.parse_args(argv)
     path = args.model or MODELS / ("demo_unet.onnx" if args.onnx else "demo_unet.pt")
     forward = onnx_forward(path) if args.onnx or path.suffix == ".onnx" else torchscript_forward(path)
@@ -208,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.json:
         print(json.dumps(summary(rows), indent=2))
+    status = 0
+    if args.compare_exports:
+        diff = compare_exports()
+        ok = diff < 1e-4
+        print(f"\nTorchScript vs ONNX (onnxruntime) logits on the sample images: max abs difference {diff:.2e}"
+              f" ({'ok' if ok else 'TOO LARGE'}, limit 1e-4)")
+        status = 0 if ok else 1
     if args.write_card:
         text = CARD.read_text(encoding="utf-8")
         head, rest = text.split(BEGIN, 1)
@@ -217,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_card:
         block = card_block(CARD)
         if block != table:
-            print(f"\nMODEL_CARD.md's figures differ from the ones above", file=sys.stderr)
+            print("\nMODEL_CARD.md's figures differ from the ones above", file=sys.stderr)
             return 1
         print("\nMODEL_CARD.md's figures match")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

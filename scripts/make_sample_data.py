@@ -411,11 +411,11 @@ def random_geometry(rng: np.random.Generator, shape: tuple[int, int], hard: str 
                     apical: float = 0.0) -> SliceGeometry:
     """A plausible slice: ``apical`` (0..1) shrinks the cavity towards the apex."""
     sz = min(shape) / 128.0
-    u = lambda lo, hi: _u(rng, lo, hi)  # noqa: E731
+    u = lambda lo, hi: _u(rng, lo, hi)
     lv = u(13, 19) * math.sqrt(max(0.08, 1.0 - 0.9 * apical**2))
     thin_walls = hard in ("thin_wall", "low_contrast", "faint_blood")
     wall = u(3.8, 5.5) if thin_walls else u(4.5, 7.5)
-    rvw = max(3.0, u(8, 15) * (1.0 - apical)) if apical < 0.85 else 0.0
+    rvw = max(3.0, u(8, 15) * (1.0 - apical)) if apical < 0.75 else 0.0  # no RV near the apex
     g = SliceGeometry(
         center=(round(shape[0] / 2 + u(-6, 6) * sz, 2), round(shape[1] / 2 + u(0, 10) * sz, 2)),
         lv_radius=round(lv * sz, 2),
@@ -453,7 +453,7 @@ def training_case(seed: int, shape: tuple[int, int] = SHAPE_2D, p_hard: float = 
     rng = np.random.default_rng([seed, 7])
     hard = str(rng.choice(HARD_KINDS)) if rng.random() < p_hard else None
     strength = _u(rng, 0.0, max_strength)
-    apical = _u(rng, 0.0, 1.0) if rng.random() < 0.3 else 0.0
+    apical = _u(rng, 0.0, 1.0) if rng.random() < 0.4 else 0.0
     img, lab, _, _ = make_case(seed, shape, hard, strength, apical)
     return img, lab
 
@@ -525,7 +525,7 @@ def make_stack(spec: StackSpec) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     rng = np.random.default_rng(spec.seed)
     shape = spec.shape_xy
     sz = min(shape) / 96.0
-    u = lambda lo, hi: _u(rng, lo, hi)  # noqa: E731
+    u = lambda lo, hi: _u(rng, lo, hi)
     cy, cx = shape[0] / 2, shape[1] / 2
     base = SliceGeometry(  # like make_sample_masks' stacks (1.4 mm pixels)
         center=(round(cy + u(-3, 1) * sz, 2), round(cx + u(6, 10) * sz, 2)),
@@ -547,10 +547,12 @@ def make_stack(spec: StackSpec) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     for z, g in enumerate(geoms):
         srng = np.random.default_rng([spec.seed, z + 1])
         sc = random_scene(g, shape, srng, hard.get(z))
-        # the body, fat, tissue and intensities are the stack's; organs and hard features per slice
+        # the body, organs, intensities and bias field are the stack's; a hard slice keeps its own
+        # organs (e.g. the lung touching the wall) and surroundings
         sc = replace(sc, blood=scene0.blood, rv_blood=scene0.rv_blood, myo=scene0.myo,
                      tissue=sc.tissue if hard.get(z) == "low_contrast" else scene0.tissue, fat=scene0.fat,
-                     body=scene0.body, skin_fat_px=scene0.skin_fat_px, bias=scene0.bias)
+                     body=scene0.body, skin_fat_px=scene0.skin_fat_px, bias=scene0.bias,
+                     organs=sc.organs if z in hard else scene0.organs, texture_seed=scene0.texture_seed)
         imgs.append(render_case(shape, g, sc, srng))
         labs.append(ground_truth(shape, g, sc.thin))
         info.append({"slice": z, "hard": hard.get(z)})
@@ -593,7 +595,7 @@ def generate(out: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]
     files = []
     for i, (name, fmt, hard) in enumerate(SLICES_2D, start=1):
         seed = 5000 + i
-        img, lab, g, sc = make_case(seed, SHAPE_2D, hard)
+        img, lab, _, sc = make_case(seed, SHAPE_2D, hard)
         fname = f"{name}.{fmt}"
         png = fmt == "png"
         if png:
@@ -619,7 +621,7 @@ def generate(out: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]
             "image_sha256": sha256(idir / fname), "label_sha256": sha256(ldir / fname),
         })
     for spec in STACKS:
-        vol, lab, info = make_stack(spec)
+        vol, lab, _ = make_stack(spec)
         fname = f"{spec.name}.{spec.fmt}"
         if spec.dtype == "int16":
             arr = np.rint(vol * _gain(spec.seed)).astype(np.int16)
@@ -727,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         size = sum((args.out / d / f["file"]).stat().st_size for d in ("images", "labels"))
         total += size
         tag = f.get("hard") or ",".join(f"{z}:{k}" for z, k in f.get("hard_slices", {}).items()) or "-"
-        print(f"{f['file']:16s} {size:8d} B  {str(tuple(f['shape'])):15s} {f['image_dtype']:8s} {tag}")
+        print(f"{f['file']:16s} {size:8d} B  {tuple(f['shape'])!s:15s} {f['image_dtype']:8s} {tag}")
     print(f"{len(manifest['files'])} images + labels, {total} bytes under {args.out}")
     if args.verify:
         errors = verify(args.out, manifest, arrays)

@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import io
 import json
-import math
 import multiprocessing
 import sys
 import time
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from topofix.nets import SmallUNet  # noqa: E402
+from topofix.nets import SmallUNet  # after the sys.path insert
 
 
 def _load(name: str):
@@ -58,26 +57,6 @@ data = _load("make_sample_data")
 evaluation = _load("evaluate_demo_model")
 
 TRAIN_SEED0 = 1_000_000
-
-
-class DemoUNet(SmallUNet):
-    """:class:`SmallUNet` with a forward that ``torch.jit.script`` accepts.
-
-    Same modules, weights and computation; only the decoder loop is written
-    without ``reversed(list)``, which TorchScript does not support.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips: list[torch.Tensor] = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottom(x)
-        n = len(skips)
-        for i, (up, merge) in enumerate(zip(self.up, self.merge)):
-            x = merge(torch.cat([up(x), skips[n - 1 - i]], dim=1))
-        return self.head(x)
 
 
 def _case(args: tuple[int, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,14 +97,14 @@ def random_crops(x: np.ndarray, y: np.ndarray, idx: np.ndarray, crop: int, rng: 
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def train(args) -> tuple[DemoUNet, dict]:
+def train(args) -> tuple[SmallUNet, dict]:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     x, y = make_training_set(args.cases, args.p_hard, args.max_strength, args.workers)
     t_data = time.perf_counter() - t0
     print(f"training set: {len(x)} slices of {x.shape[-2:]} in {t_data:.0f} s", flush=True)
-    model = DemoUNet(1, 4, base=args.base, depth=args.depth)
+    model = SmallUNet(1, 4, base=args.base, depth=args.depth)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     model.train()
@@ -151,7 +130,7 @@ def train(args) -> tuple[DemoUNet, dict]:
     return model, info
 
 
-def export(model: DemoUNet, out: Path) -> dict:
+def export(model: SmallUNet, out: Path) -> dict:
     """TorchScript (script) and ONNX (opset 17, single file); checked against the eager model."""
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
