@@ -64,6 +64,9 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "topofix.evaluation",
     "EvaluationReport": "topofix.evaluation",
     "StructureResult": "topofix.evaluation",
+    "render_html_report": "topofix.report_html",
+    "write_html_report": "topofix.report_html",
+    "HtmlReport": "topofix.report_html",
     "betti_matching": "topofix.metrics.topology",
     "BettiMatching": "topofix.metrics.topology",
 }
@@ -83,6 +86,7 @@ __all__ = [
     "Diagram",
     "EvaluationReport",
     "Geometry",
+    "HtmlReport",
     "Image",
     "InputError",
     "LossTerms",
@@ -112,7 +116,9 @@ __all__ = [
     "predict",
     "read_image",
     "read_mask",
+    "render_html_report",
     "StructureResult",
+    "write_html_report",
     "write_image",
     "write_mask",
 ]
@@ -143,6 +149,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
     from topofix.prediction import Prediction, predict
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
+    from topofix.report_html import HtmlReport, render_html_report, write_html_report
     from topofix.topology.betti import betti_numbers, euler_characteristic
     from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY

@@ -16,6 +16,7 @@ from topofix.cli.check_cmd import check_command
 from topofix.cli.correct_cmd import correct_command
 from topofix.cli.evaluate_cmd import evaluate_command
 from topofix.cli.predict_cmd import predict_command
+from topofix.cli.report_cmd import report_command
 
 app = typer.Typer(
     name="topofix",
@@ -48,6 +49,7 @@ app.command("correct", no_args_is_help=True)(correct_command)
 app.command("check", no_args_is_help=True)(check_command)
 app.command("predict", no_args_is_help=True)(predict_command)
 app.command("evaluate", no_args_is_help=True)(evaluate_command)
+app.command("report", no_args_is_help=True)(report_command)
 
 
 def main() -> None:
