@@ -19,8 +19,9 @@ Why the loop is shaped this way:
   for softmax models), not on a thresholded channel, after every step;
 * the loop stops once that mask has met the prior at ``patience`` consecutive
   steps (the mask is stable), and returns that iterate;
-* if no step meets the prior, the iterate with the lowest topological loss is
-  returned and reported as not met: never something worse than the start;
+* if no step meets the prior, the iterate with the lowest loss (topological +
+  similarity) whose Betti error is not above the start's is returned and reported
+  as not met: never something worse than the start (the start itself qualifies);
 * a scan whose original mask already meets the prior is returned untouched
   (byte-identical output) unless ``always=True``.
 """
@@ -133,8 +134,19 @@ def _outcomes(labels_before: np.ndarray, labels_after: np.ndarray, priors: Seque
 
 
 def _meets(labels: np.ndarray, priors: Sequence[Prior], connectivity: str, per_slice: str | None) -> bool:
-    return all(r.status != "fail" for r in check_labels(labels, priors, connectivity=connectivity,
-                                                         per_slice=per_slice))
+    return _betti_error(labels, priors, connectivity, per_slice) == 0
+
+
+def _betti_error(labels: np.ndarray, priors: Sequence[Prior], connectivity: str, per_slice: str | None) -> int:
+    """Sum over priors (and slices) of |Betti numbers - prior|: 0 when the mask meets the priors.
+
+    Empty slices (structure absent with ``per_slice``) count as met, as in ``check``.
+    """
+    error = 0
+    for r in check_labels(labels, priors, connectivity=connectivity, per_slice=per_slice):
+        if r.status == "fail":
+            error += sum(abs(b - e) for b, e in zip(r.betti, r.expected))
+    return error
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -192,7 +204,7 @@ def correct(
     import torch
 
     from topofix.losses import TopologicalLoss
-    from topofix.models.contract import resolve_contract
+    from topofix.models.contract import resolve_activation, resolve_contract
     from topofix.models.inference import (
         labels_from_probabilities,
         predict_probabilities,
@@ -214,9 +226,8 @@ def correct(
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model, device=str(torch_device))
     module = model.module if isinstance(model, LoadedModel) else model
+    original_device = next((p.device for p in module.parameters()), torch_device)
     module = module.to(torch_device)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     in_channels = 1 if contract is None else contract.in_channels
     image_ndim = array.ndim - (1 if in_channels > 1 else 0)
     # resolved and normalised once: the loop runs the network at every step
@@ -233,10 +244,15 @@ def correct(
     snapshot = WeightsSnapshot(module)
     was_training = module.training
     module.eval()
+    rng = torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else [])
+    rng.__enter__()  # seeded locally: the caller's random state is left as it was
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
     try:
         with torch.no_grad():
             s0 = run(grad=False).detach()
         labels0 = to_labels(s0)
+        activation = resolve_activation(contract.activation, s0.shape[0])
         met0 = _meets(labels0, prior_list, settings.connectivity, per_slice)
         curve: list[tuple[float, float]] = []
         if met0 and not settings.always:
@@ -250,7 +266,12 @@ def correct(
                                   spatial_dims=2 if per_slice else image_ndim)
         slices = _loss_slices(labels0, prior_list, per_slice)
         optimizer = fresh_optimizer(module, settings.lr)
-        best: tuple[float, Any, np.ndarray, int] | None = None  # lowest topological loss, if never met
+        # if the prior is never met: the iterate with the lowest loss (topological + lambda *
+        # similarity, what the steps minimise) among those whose Betti error is not above the
+        # start's. Not the topological loss alone: a large step can nearly empty the mask,
+        # which lowers that term without being a better segmentation.
+        start_error = _betti_error(labels0, prior_list, settings.connectivity, per_slice)
+        best: tuple[float, Any, np.ndarray, int] | None = None
         met_run = 0
         stop_reason = "max steps"
         chosen = None
@@ -258,40 +279,60 @@ def correct(
             # the output of the current weights (step 0: the original network)
             prob = run(grad=step < settings.steps)
             labels = to_labels(prob.detach())
-            met_run = met_run + 1 if _meets(labels, prior_list, settings.connectivity, per_slice) else 0
+            error = _betti_error(labels, prior_list, settings.connectivity, per_slice)
+            met_run = met_run + 1 if error == 0 else 0
             if met_run >= settings.patience or (met_run and step == settings.steps):
                 chosen = (prob.detach(), labels, step)
                 stop_reason = "met"
                 break
-            topo = _topological_loss(loss_fn, prob, per_slice, slices)
+            topo = _topological_loss(loss_fn, _loss_input(prob, activation), per_slice, slices)
             similarity = torch.mean((prob - s0) ** 2)
             topo_value, sim_value = float(topo.detach()), float(similarity.detach())
             curve.append((topo_value, sim_value))
             if callback is not None:
                 callback(step, topo_value, sim_value)
-            if best is None or topo_value < best[0]:
-                best = (topo_value, prob.detach(), labels, step)
+            objective = topo_value + settings.lam * sim_value
+            if error <= start_error and (best is None or objective < best[0]):
+                best = (objective, prob.detach(), labels, step)
             if step == settings.steps:
                 break
             optimizer.zero_grad(set_to_none=True)
             (topo + settings.lam * similarity).backward()
             optimizer.step()
-        if chosen is None:  # never met: the iterate with the lowest topological loss
+        if chosen is None:  # never met: see `best` above (step 0, the original, always qualifies)
             assert best is not None
             _, prob_best, labels_best, step_best = best
             chosen = (prob_best, labels_best, step_best)
         final_prob, final_labels, final_step = chosen
         with torch.no_grad():
-            final_topo = float(_topological_loss(loss_fn, final_prob, per_slice, slices))
+            final_topo = float(_topological_loss(loss_fn, _loss_input(final_prob, activation), per_slice, slices))
             final_sim = float(torch.mean((final_prob - s0) ** 2))
         steps_run = final_step if stop_reason == "met" else len(curve) - 1
         report = _report(path, labels0, final_labels, prior_list, settings, per_slice, steps_run, stop_reason,
                          started, final_topo, final_sim, curve, chosen_step=final_step)
-        report.diagrams = _diagram_data(loss_fn, s0, final_prob, per_slice, slices, report)
+        report.diagrams = _diagram_data(loss_fn, _loss_input(s0, activation), _loss_input(final_prob, activation),
+                                        per_slice, slices, report)
         return CorrectionResult(final_labels, final_prob.cpu().numpy(), labels0, s0.cpu().numpy(), report)
     finally:
         snapshot.restore()
         module.train(was_training)
+        module.to(original_device)
+        rng.__exit__(None, None, None)
+
+
+def _loss_input(prob, activation: str):
+    """Probabilities laid out as the loss reads them: channel index = label.
+
+    Softmax outputs already are (channel 0 = background). Several sigmoid channels
+    (nnU-Net's region-based outputs) paint label k + 1 from channel k, so a
+    background channel (1 - the largest region probability) is put in front; one
+    sigmoid channel is the foreground map itself.
+    """
+    if activation == "sigmoid" and prob.shape[0] > 1:
+        import torch
+
+        return torch.cat([1 - prob.amax(0, keepdim=True), prob], dim=0)
+    return prob
 
 
 def _loss_slices(labels0: np.ndarray, priors: Sequence[Prior], per_slice: str | None) -> list[int] | None:
