@@ -54,11 +54,9 @@ def _fmt(values) -> str:
 
 def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
     """Whole image: its Betti numbers; per slice: how many slices fail."""
-    if len(rows) == 1 and not failing:
-        return _fmt(rows[0])
     if len(rows) == 1:
         return _fmt(rows[0])
-    return f"{len(failing)} slice(s) fail" if failing else f"{len(rows)} slices ok"
+    return f"{len(failing)}/{len(rows)} fail" if failing else f"{len(rows)} ok"
 
 
 def _report_rows(case: dict) -> list[dict]:
