@@ -16,6 +16,12 @@ from pathlib import Path
 from topofix.errors import OutputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def refuse_existing(path: str | os.PathLike[str], overwrite: bool) -> Path:
     """Return ``path`` as a Path, raising :class:`OutputError` if it exists and may not be replaced."""
     target = Path(path)
@@ -36,6 +42,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give reports the usual mode
         if not overwrite and target.exists():  # appeared while we were writing
             raise OutputError(target, "already exists (use --overwrite to replace it)")
         os.replace(tmp, target)
