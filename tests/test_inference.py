@@ -32,7 +32,6 @@ from topofix.models.inference import (
     apply_activation,
     gaussian_weights,
     labels_from_probabilities,
-    predict_logits,
     predict_probabilities,
     prepare_input,
     resolve_device,

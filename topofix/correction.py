@@ -28,7 +28,6 @@ Why the loop is shaped this way:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error, write_csv, write_json
+from topofix.cli.console import out, print_error, write_reports
 from topofix.errors import TopofixError
 
 CSV_FIELDS = ("path", "slice", "prior", "b0", "b1", "b2", "expected", "status", "empty", "error")
@@ -183,16 +183,8 @@ def check_command(
     if not quiet and report.results:
         out.print(results_table(report))
     out.print(_summary_line(report))
-    try:
-        if json_path is not None:
-            write_json(json_path, report.to_dict(), overwrite)
-            err.print(f"JSON report: {json_path}")
-        if csv_path is not None:
-            write_csv(csv_path, _csv_rows(report), CSV_FIELDS, overwrite)
-            err.print(f"CSV report: {csv_path}")
-    except (TopofixError, OSError) as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+    if not write_reports(json_path, report.to_dict(), csv_path, _csv_rows(report), CSV_FIELDS, overwrite):
+        raise typer.Exit(2)
     raise typer.Exit(report.exit_code)
 
 

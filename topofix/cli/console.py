@@ -48,3 +48,25 @@ def write_json(path: Path, data: Any, overwrite: bool) -> Path:
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], overwrite: bool) -> Path:
     return atomic_write_text(path, csv_text(rows, fieldnames), overwrite=overwrite)
+
+
+def write_reports(json_path: Path | None, data: Any, csv_path: Path | None,
+                  rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], overwrite: bool) -> bool:
+    """Write the ``--json``/``--csv`` reports a batch command asked for.
+
+    Returns False (after printing the one-line error) when one could not be
+    written: the command then exits with status 2.
+    """
+    from topofix.errors import TopofixError
+
+    try:
+        if json_path is not None:
+            write_json(json_path, data, overwrite)
+            err.print(f"JSON report: {escape(str(json_path))}")
+        if csv_path is not None:
+            write_csv(csv_path, rows, fieldnames, overwrite)
+            err.print(f"CSV report: {escape(str(csv_path))}")
+    except (TopofixError, OSError) as error:
+        print_error(str(error))
+        return False
+    return True

@@ -109,7 +109,6 @@ def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray, nrank:
     """
     a = c // 2
     u = x - strides[a] if c % 2 == 0 else x
-    sa_ = strides[a]
     best = -1
     for b in range(3):
         if b == a:
@@ -357,7 +356,6 @@ def reduction_pass(rest: np.ndarray, rank: np.ndarray, order: np.ndarray, dims: 
     h1b = np.empty(1024, np.int64)
     h1d = np.empty(1024, np.int64)
     n1 = 0
-    cob = np.empty(4, np.int64)
     cob2 = np.empty(4, np.int64)
     work = np.empty(64, np.int64)
     spare = np.empty(64, np.int64)
