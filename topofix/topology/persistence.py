@@ -125,7 +125,8 @@ def _diagram(dim: int, values: np.ndarray, births: np.ndarray, deaths: np.ndarra
     return Diagram(dim, b[order], d[order], births[order], deaths[order])
 
 
-def _essential(flat: np.ndarray, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _essential(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bar that never dies: born at the maximum (first in super-level order), death cell -1."""
     return np.array([desc[0]], np.int64), np.array([-1], np.int64)
 
 
@@ -183,7 +184,7 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     flat = arr.ravel()
     desc = radix_order(flat, True)  # super-level order
     asc = desc[::-1].copy()  # increasing values: the complement's order
-    essential_b, essential_d = _essential(flat, desc)
+    essential_b, essential_d = _essential(desc)
 
     def components(order: np.ndarray, full_neighbourhood: bool, outside: bool):
         if full_neighbourhood:  # 8 / 26 neighbours: through shared corners (faster)
