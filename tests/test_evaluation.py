@@ -124,11 +124,12 @@ def test_per_slice_3d():
     # along x: slices of the other axis, spacing of the remaining axes (z, y)
     along_x = evaluate(pred, gt, per_slice="x", label="2", spacing=spacing)
     assert len(along_x.label_maps) == gt.shape[2]
-    # whole volume: 3D Betti numbers, no dimension-1 matching
+    # whole volume: 3D Betti numbers and Betti matching in every dimension
     whole = evaluate(pred, gt, label="2", spacing=spacing).results[0]
-    assert len(whole.betti_pred) == 3 and whole.betti_matching_errors[1] is None
+    expected = betti_matching(pred == 2, gt == 2).errors
+    assert len(whole.betti_pred) == 3 and list(whole.betti_matching_errors) == list(expected)
     assert whole.hd95 == pytest.approx(hd95(pred == 2, gt == 2, spacing))
-    assert whole.metric("betti_matching_error_1") is None
+    assert whole.metric("betti_matching_error_1") == expected[1]
     with pytest.raises(ValueError, match="per_slice"):
         evaluate(pred, gt, per_slice="w")
 

@@ -404,7 +404,7 @@ DEFINITIONS = {
     "betti_error": "|b_k(pred) - b_k(gt)| per dimension k; total = sum",
     "betti_matching_error": "features of pred and gt left unmatched by the induced matching through the union "
                             "(Stucki et al. ICML 2023), ties broken as in topofix.metrics.topology; "
-                            "dimension 1 of 3D masks not computed (null), total = sum of computed dimensions",
+                            "every dimension, total = sum over dimensions",
     "vi": "variation of information H(P|G)+H(G|P) between label maps, natural log (nats)",
     "summary": "mean and sample sd (ddof=1) of finite values over non-empty cases/slices",
     "paired": "pred - baseline over pairs with finite values; two-sided Wilcoxon signed-rank (scipy.stats.wilcoxon)",

@@ -42,8 +42,8 @@ EXAMPLES = """
 
 [bold]Metrics[/]: Dice; HD, HD95 (max of the two directed 95th percentiles) and ASSD in the spacing's units
 (surface = boundary voxels, exact Euclidean distance transform); Betti numbers, Betti error |b_k(pred) - b_k(gt)|
-and Betti matching error (unmatched features, induced matching through the union, Stucki et al. ICML 2023; in 3D
-for dimensions 0 and 2, use --per-slice for all); VI between the label maps (nats). Surface distances are inf when
+and Betti matching error (unmatched features, induced matching through the union, Stucki et al. ICML 2023; every
+dimension, 2D and 3D); VI between the label maps (nats). Surface distances are inf when
 one mask is empty; structures absent from both masks are left out of the summaries.
 
 [bold]Exit status[/]: 0 every case evaluated, 2 some case failed (unreadable, no ground truth of that name,

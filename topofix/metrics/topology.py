@@ -30,8 +30,9 @@ How ties are broken (binary masks)
     In a binary mask every bar lives on the same interval, so the induced
     matching depends on how the filtration is refined into one cell at a
     time (implementations break ties by voxel index). topofix fixes a
-    refinement with a geometric meaning and computes its matching exactly,
-    from connected-component labellings, without building barcodes:
+    refinement with a geometric meaning and computes its matching exactly
+    (dimensions 0 and d-1 from connected-component labellings, without
+    building barcodes):
 
     * the outside of the image is one point present from the start
       (homology relative to the outside, like the reference's
@@ -41,6 +42,11 @@ How ties are broken (binary masks)
     * background cells enter growing from the outside, so that every
       component of the union dies by joining the outside, never by merging
       with another component first;
+    * in 3D, the background squares (2-cells) enter one at a time, after all
+      background vertices and edges, in C order of their position on the
+      cubical grid of the union's bounding box plus a one-voxel background
+      margin (only dimension 1 depends on this order: with another order
+      some tunnels are matched differently);
     * each hole (cavity) of the union is filled on its own, smallest first
       (voxel count; equal sizes: the one whose first voxel in C order comes
       later is filled first), and the outside region is completed last (with
@@ -58,18 +64,29 @@ How ties are broken (binary masks)
       background component) contains some holes of the union (the parts of
       it G does not cover); it is matched to the largest of them, a hole of G
       likewise, and a hole of P and a hole of G are matched when they chose
-      the same union hole. A hole of P that G fills entirely is unmatched.
+      the same union hole. A hole of P that G fills entirely is unmatched;
+    * **dimension 1 in 3D** (tunnels, handles): a tunnel of P is unmatched
+      when it is a boundary in the union (G fills it) or a combination of
+      tunnels of P that came before it; otherwise its image in the union
+      dies at one background square, as do the images of the tunnels of G,
+      and a tunnel of P and one of G are matched when they die at the same
+      square. Equivalently: ``m_1`` is the number of background squares at
+      which a class born in P dies in the filtration "P, then the rest of
+      the union, then the background" and a class born in G dies in "G,
+      then the rest of the union, then the background" (the order inside P
+      and inside the union does not matter; only that of the background
+      squares does). Computed with :func:`topofix.persistence` on the
+      refined grid of the crop (one vertex per cell): two persistence
+      computations of about 8 times the crop's voxels: about 1-1.5 s for a
+      64^3 pair of smooth masks, 5 s at 100^3; i.i.d. noise is the worst
+      case (tens of thousands of tunnels: 3 s "face", 100 s "full" at
+      64^3). A tunnel shifted by a voxel or two keeps its partner; linked or
+      separate rings, or a ring whose hole the other mask fills, are
+      unmatched.
 
     Validated against a brute-force induced matching (Bauer & Lesnick's
     definition, image persistence by linear algebra over Z/2 on the cubical
     complex refined as above) in ``tests/test_metrics.py``.
-
-    **Dimension 1 in 3D** (tunnels, handles) is not computed: it is ``None``
-    in :attr:`BettiMatching.matched`, and the total error sums dimensions 0
-    and 2 only. There the union does not turn the matching into a
-    component/region count, the tie-breaking has no geometric rule of the
-    kind above, and the exact computation needs cycle bases. Evaluate
-    3D stacks ``per_slice`` to get every dimension of every slice.
 """
 
 from __future__ import annotations
@@ -117,8 +134,8 @@ class BettiMatching:
     pred_betti, gt_betti:
         Betti numbers of each mask (equal to :func:`topofix.betti_numbers`).
     matched:
-        Number of matched pairs per dimension; ``None`` where not computed
-        (dimension 1 of 3D masks).
+        Number of matched pairs per dimension (every dimension, 2D and 3D;
+        typed ``int | None`` for compatibility, ``None`` is no longer produced).
     connectivity:
         The connectivity convention used.
     """
@@ -134,7 +151,7 @@ class BettiMatching:
 
     @property
     def dimensions(self) -> tuple[int, ...]:
-        """The homology dimensions whose matching is computed (all in 2D; 0 and 2 in 3D)."""
+        """The homology dimensions whose matching is computed (all of them)."""
         return tuple(k for k, m in enumerate(self.matched) if m is not None)
 
     @property
@@ -237,6 +254,93 @@ def _matched_holes(p: np.ndarray, g: np.ndarray, bg: int) -> tuple[int, int, int
     return holes_p, holes_g, int(both.size)
 
 
+_FLOAT32_EXACT = 2**24  # integers up to this are exact in float32
+
+
+def _cell_grid(vox: np.ndarray, face: bool) -> np.ndarray:
+    """The value of every cell of the cubical complex of ``vox`` on its refined grid.
+
+    Cell ``c`` (C-order coordinates, odd along the axes it spans) of the complex:
+    ``"full"`` (voxels are top cells; grid ``2n+1``): the largest value of the voxels
+    around it; ``"face"`` (voxels are vertices; grid ``2n-1``): the smallest of its
+    vertices.
+    """
+    a = vox
+    for axis in range(vox.ndim):
+        a = np.moveaxis(a, axis, 0)
+        n = a.shape[0]
+        if face:
+            out = np.empty((2 * n - 1,) + a.shape[1:], a.dtype)
+            out[0::2] = a
+            out[1::2] = np.minimum(a[:-1], a[1:])
+        else:
+            out = np.empty((2 * n + 1,) + a.shape[1:], a.dtype)
+            out[1::2] = a
+            out[2:-1:2] = np.maximum(a[:-1], a[1:])
+            out[0], out[-1] = a[0], a[-1]
+        a = np.moveaxis(out, 0, axis)
+    return a
+
+
+def _dim1_intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(birth, death) values of the dimension-1 bars of the super-level filtration of
+    ``values`` read as a vertex-valued (V-construction) 3D image."""
+    if values.max() < _FLOAT32_EXACT:  # exact in float32: topofix's own persistence
+        from topofix.topology.persistence import persistence
+
+        diagram = persistence(values.astype(np.float32), "face")[1]
+        return diagram.birth, diagram.death
+    import gudhi  # very large grids: float64 values
+
+    cc = gudhi.CubicalComplex(vertices=-values.astype(np.float64))
+    cc.compute_persistence(homology_coeff_field=2, min_persistence=0)
+    iv = cc.persistence_intervals_in_dimension(1).reshape(-1, 2)
+    return -iv[:, 0], -iv[:, 1]
+
+
+def _matched_tunnels(p: np.ndarray, g: np.ndarray, face: bool) -> int:
+    """Matched dimension-1 pairs of two 3D masks (padded crops; see the module docstring).
+
+    Induced matching in dimension 1: a bar of P born in P is matched to the bar of
+    the union U that dies when its image in H1(U) dies, and for binary masks that
+    happens only at a background square; by the elder rule the image of H1(P)
+    loses a dimension exactly at the background squares where a bar born in P
+    dies in the filtration ``P, then U, then the background`` (the order inside P
+    and inside U does not matter). So the matched pairs are the background
+    squares at which both a bar born in P (in ``P, U, background``) and a bar born
+    in G (in ``G, U, background``) die.
+
+    Each filtration is computed on the refined grid of the complex (one vertex per
+    cell, valued by its place in the filtration: the vertex-valued cubical complex
+    of that grid at any threshold is a subdivision of the complex's sublevel set),
+    with the outside (a frame around the padded crop) entering first.
+    """
+    def with_frame(m: np.ndarray) -> np.ndarray:
+        return np.pad(m.astype(np.int8), 1, constant_values=2)
+
+    cu = _cell_grid(with_frame(p | g), face).ravel()
+    grids = np.indices(tuple(2 * (s + 2) + (-1 if face else 1) for s in p.shape), sparse=True)
+    dim = sum((gi % 2).astype(np.int8) for gi in grids)
+    shape = np.broadcast_shapes(*(gi.shape for gi in grids))
+    dim = np.broadcast_to(dim, shape).ravel()
+    squares = np.flatnonzero((cu == 0) & (dim == 2))  # background squares, in C order
+    n_sq = squares.size
+    top = n_sq + 6
+    base = np.where(cu == 2, top, np.where(cu == 1, top - 2, np.where(dim < 2, top - 3, 0)))
+    base = base.astype(np.int64)
+    base[squares] = n_sq + 1 - np.arange(n_sq)  # in C order, one at a time: n_sq + 1 .. 2
+    lo, hi = 2, n_sq + 1
+
+    def deaths(m: np.ndarray) -> set[int]:
+        values = base.copy()
+        values[_cell_grid(with_frame(m), face).ravel() == 1] = top - 1  # m before the rest of U
+        birth, death = _dim1_intervals(values.reshape(shape))
+        keep = (birth == top - 1) & (death >= lo) & (death <= hi)
+        return set(np.rint(death[keep]).astype(np.int64).tolist())
+
+    return len(deaths(p) & deaths(g))
+
+
 def betti_matching(pred: Any, gt: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> BettiMatching:
     """Betti matching of two binary masks (2D or 3D); see the module docstring.
 
@@ -255,7 +359,7 @@ def betti_matching(pred: Any, gt: Any, connectivity: str = DEFAULT_CONNECTIVITY)
     cropped = _crop_union(p, g)
     if cropped is None:
         zeros = (0,) * d
-        return BettiMatching(zeros, zeros, (0,) * d if d == 2 else (0, None, 0), connectivity)
+        return BettiMatching(zeros, zeros, zeros, connectivity)
     p, g = cropped
     fg, bg = neighbourhoods(connectivity, d)
     b0_p, b0_g, m0 = _matched_components(p, g, fg)
@@ -264,9 +368,10 @@ def betti_matching(pred: Any, gt: Any, connectivity: str = DEFAULT_CONNECTIVITY)
         return BettiMatching((b0_p, top_p), (b0_g, top_g), (m0, m_top), connectivity)
     b1_p = b0_p + top_p - euler_characteristic(p, connectivity)
     b1_g = b0_g + top_g - euler_characteristic(g, connectivity)
-    return BettiMatching((b0_p, b1_p, top_p), (b0_g, b1_g, top_g), (m0, None, m_top), connectivity)
+    m1 = _matched_tunnels(p, g, connectivity == "face") if b1_p and b1_g else 0
+    return BettiMatching((b0_p, b1_p, top_p), (b0_g, b1_g, top_g), (m0, m1, m_top), connectivity)
 
 
 def betti_matching_error(pred: Any, gt: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> tuple[int | None, ...]:
-    """Betti matching error per dimension (``None`` for dimension 1 of 3D masks)."""
+    """Betti matching error per dimension (2 values in 2D, 3 in 3D)."""
     return betti_matching(pred, gt, connectivity).errors
