@@ -113,7 +113,8 @@ def test_report_dict_is_json_serialisable():
     data = json.loads(json.dumps(report.to_dict()))
     assert data["summary"]["empty"] == 1 and data["exit_code"] == 1
     assert data["results"][2] == {"path": "<array 0>", "slice": 2, "prior": "2", "betti": [1, 0],
-                                  "expected": [1, 1], "status": "fail", "empty": False}
+                                  "expected": [1, 1], "alternatives": [[1, 1]], "status": "fail",
+                                  "empty": False}
 
 
 MANIFEST = json.loads((SAMPLES / "MANIFEST.json").read_text())
@@ -130,3 +131,102 @@ def test_sample_masks_match_their_designed_betti_numbers(entry):
         report = topofix.check(path, "2=1,1", per_slice="z")
         got = ["empty" if r.empty else list(r.betti) for r in report.results]
         assert got == entry["betti_per_slice"]["2"]
+
+
+# --------------------------------------------------------------------------- #
+# Alternatives: "2=1,1|0,0" (a ring, or absent)
+# --------------------------------------------------------------------------- #
+
+
+def oracle_betti_2d(mask: np.ndarray) -> tuple[int, int]:
+    """Betti numbers of a 2D mask (full connectivity) by scipy labelling, independent of topofix:
+    b0 = 8-connected foreground components, b1 = 4-connected background components that do
+    not reach the border (the mask is padded with background, whose outer component is dropped)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    b0 = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+    background = np.pad(~mask, 1, constant_values=True)
+    b1 = ndimage.label(background, structure=ndimage.generate_binary_structure(2, 1))[1] - 1
+    return b0, b1
+
+
+def _absent_ring_broken() -> np.ndarray:
+    # z slices: no label 2 at all, an intact ring, a ring broken open
+    return np.stack([np.zeros((16, 16), np.uint8), ring_slice(), ring_slice(broken=True)])
+
+
+def test_oracle_agrees_on_the_test_slices():
+    stack = _absent_ring_broken()
+    assert [oracle_betti_2d(s == 2) for s in stack] == [(0, 0), (1, 1), (1, 0)]
+    results = check_labels(stack, [Prior((1, 1), (2,))], per_slice="z")
+    assert [r.betti for r in results] == [oracle_betti_2d(s == 2) for s in stack]
+
+
+@pytest.mark.parametrize("empty", ["skip", "fail"])
+def test_ring_or_absent_passes_empty_and_ring_slices(empty):
+    stack = _absent_ring_broken()
+    oracle = [oracle_betti_2d(s == 2) for s in stack]
+    report = check(stack, "2=1,1|0,0", per_slice="z", empty=empty)
+    assert [r.betti for r in report.results] == oracle
+    # the absent slice passes (it is not "empty": absence is what the prior allows),
+    # whatever --empty says; the broken ring (1,0) meets neither alternative
+    assert [r.status for r in report.results] == ["pass", "pass", "fail"]
+    assert [r.empty for r in report.results] == [True, False, False]
+    # expected: the alternative nearest to what was measured; (1,0) is as far from
+    # (1,1) as from (0,0): the first listed
+    assert [r.expected for r in report.results] == [(0, 0), (1, 1), (1, 1)]
+    assert report.summary["passed"] == 2 and report.summary["empty"] == 0
+    assert report.exit_code == 1
+    # without the broken slice, every slice meets the prior
+    assert check(stack[:2], "2=1,1|0,0", per_slice="z", empty=empty).exit_code == 0
+
+
+def test_single_ring_prior_still_reports_or_fails_the_absent_slice():
+    stack = _absent_ring_broken()[:2]
+    skip = check(stack, "2=1,1", per_slice="z")
+    assert [r.status for r in skip.results] == ["empty", "pass"] and skip.exit_code == 0
+    fail = check(stack, "2=1,1", per_slice="z", empty="fail")
+    assert [r.status for r in fail.results] == ["fail", "pass"] and fail.exit_code == 1
+    # alternatives without an all-zero one do not allow absence either
+    fail = check(stack, "2=1,1|2,2", per_slice="z", empty="fail")
+    assert [r.status for r in fail.results] == ["fail", "pass"]
+    assert [r.status for r in check(stack, "2=1,1|2,2", per_slice="z").results] == ["empty", "pass"]
+
+
+def test_whole_mask_absent_passes_a_prior_that_allows_it():
+    empty_3d = np.zeros((4, 8, 8), np.uint8)
+    assert check(empty_3d, "2=1,0,0").exit_code == 1
+    (result,) = check(empty_3d, "2=1,0,0|0").results
+    assert result.status == "pass" and result.empty and result.expected == (0, 0, 0)
+    assert check(ring_slice(), "3=2,0|0,0").results[0].status == "fail"  # the LV is one blob
+
+
+def test_expected_is_the_nearest_alternative_not_always_the_first():
+    broken = ring_slice(broken=True)
+    assert oracle_betti_2d(broken == 2) == (1, 0)
+    (result,) = check(broken, "2=3,0|1,1").results
+    assert result.status == "fail" and result.expected == (1, 1)  # 1 away, (3,0) is 2 away
+    (result,) = check(broken, "2=0,0|1,1").results
+    assert result.expected == (0, 0)  # a tie: the first listed
+    # the --betti/--label form
+    report = check([ring_slice(), broken], betti="1,1|0,0", label="2")
+    assert [r.status for r in report.results] == ["pass", "fail"]
+
+
+def test_alternative_with_a_cavity_is_refused_on_a_2d_mask():
+    report = check(ring_slice(), "2=1,1|1,0,1")
+    assert not report.results and len(report.errors) == 1
+    assert "alternative 1,0,1" in report.errors[0].message and "no cavities" in report.errors[0].message
+
+
+def test_report_dict_lists_the_alternatives():
+    report = check(_absent_ring_broken(), "2=1,1|0,0", per_slice="z")
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["priors"] == [{"name": "2", "labels": [2], "betti": [1, 1], "alternatives": [[1, 1], [0, 0]]}]
+    assert data["results"][0] == {"path": "<array 0>", "slice": 0, "prior": "2", "betti": [0, 0],
+                                  "expected": [0, 0], "alternatives": [[1, 1], [0, 0]],
+                                  "status": "pass", "empty": True}
+    assert data["results"][2]["expected"] == [1, 1] and data["results"][2]["status"] == "fail"
+    measured = check(ring_slice()).to_dict()["results"][0]
+    assert measured["expected"] is None and measured["alternatives"] is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -153,3 +154,82 @@ def test_usage_errors_exit_2(args, words):
     result = run("check", GOOD, *args)
     assert result.exit_code == 2
     assert words in result.stderr or words in result.output
+
+
+# --------------------------------------------------------------------------- #
+# Alternatives: --prior '2=1,1|0,0' (a ring, or absent)
+# --------------------------------------------------------------------------- #
+
+
+def _oracle_per_slice(path: str, labels: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Betti numbers per z slice by scipy labelling (8-connected foreground, 4-connected holes)."""
+    from scipy import ndimage
+
+    from topofix.io import read_mask
+
+    out = []
+    for plane in read_mask(path).array:
+        mask = np.isin(plane, labels)
+        b0 = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+        holes = ndimage.label(np.pad(~mask, 1, constant_values=True))[1] - 1
+        out.append((b0, holes))
+    return out
+
+
+def test_help_shows_the_alternative_syntax():
+    result = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "250"})
+    text = " ".join(result.stdout.split())  # rich wraps and pads the help
+    assert "'2=1,1|0,0': a ring, or absent (e.g. slices above the base or below the apex)" in text
+    assert "'1,1|0,0' = a ring, or absent" in text
+
+
+@pytest.mark.parametrize("empty", ["skip", "fail"])
+def test_ring_or_absent_prior_passes_the_absent_slices(tmp_path, empty):
+    stack = str(SAMPLES / "stack_01.nii.gz")
+    oracle = _oracle_per_slice(stack, (2,))
+    assert oracle[0] == oracle[-1] == (0, 0) and set(oracle[1:-1]) == {(1, 1)}  # absent at both ends
+    out_json = tmp_path / "r.json"
+    result = run("check", stack, "--per-slice", "z", "-p", "2=1,1|0,0", "--empty", empty, "--json", str(out_json))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert [tuple(r["betti"]) for r in data["results"]] == oracle
+    assert [r["status"] for r in data["results"]] == ["pass"] * len(oracle)
+    assert [r["expected"] for r in data["results"]] == [[0, 0]] + [[1, 1]] * (len(oracle) - 2) + [[0, 0]]
+    assert data["priors"][0]["alternatives"] == [[1, 1], [0, 0]]
+    # the prior without the alternative fails the absent slices under --empty fail
+    result = run("check", stack, "--per-slice", "z", "-p", "2=1,1", "--empty", empty)
+    assert result.exit_code == (1 if empty == "fail" else 0), result.output
+
+
+def test_ring_or_absent_still_fails_a_broken_ring():
+    stack = str(SAMPLES / "stack_03.nii.gz")
+    assert _oracle_per_slice(stack, (2,))[5] == (1, 0)
+    result = run("check", stack, "--per-slice", "z", "-p", "2=1,1|0,0")
+    assert result.exit_code == 1 and "5:(1,0)" in result.stdout
+    result = run("check", stack, "--per-slice", "z", "--label", "2", "--betti", "1,1|1,0|0,0")
+    assert result.exit_code == 0, result.output
+
+
+def test_alternatives_in_the_csv_expected_column(tmp_path):
+    out_csv = tmp_path / "r.csv"
+    result = run("check", BROKEN, GOOD, "-p", "2=2,0|1,1", "--csv", str(out_csv))
+    assert result.exit_code == 1
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out_csv.open())}
+    assert (rows["sa_003.png"]["status"], rows["sa_003.png"]["expected"]) == ("fail", "2,0")  # tie: first
+    assert (rows["sa_001.png"]["status"], rows["sa_001.png"]["expected"]) == ("pass", "1,1")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--prior", "2=1,1|"], "'2=1,1|'"),
+        (["--prior", "2=1,1|1,1"], "repeats"),
+        (["--betti", "1,1||0,0"], "alternative 2 of 3 is empty"),
+        (["--prior", "2=1,1|1,0,1"], "no cavities"),
+    ],
+)
+def test_malformed_alternatives_exit_2_on_one_line(args, words):
+    result = run("check", GOOD, *args)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and words in errors[0], result.stderr

@@ -243,3 +243,19 @@ def test_geometry_mismatch_tolerates_float32_rounding():
     assert "origin" in geometry_mismatch(a, c)
     d = topofix.Image(np.zeros((3, 3)), topofix.Geometry((1.0, 1.0), (10.0, 20.0), (0, 1, 1, 0)))
     assert "direction" in geometry_mismatch(a, d)
+
+
+def test_prior_alternatives_only_choose_the_structure():
+    """evaluate compares the prediction with the ground truth: a prior's alternatives
+    (``2=1,1|0,0``) select the structure and play no part in the Betti error."""
+    gt = _cardiac()
+    pred = _cardiac(shift=1, break_myo=True)
+    with_alternatives = evaluate(pred, gt, priors=["2=1,1|0,0", "2+3=1,0|0"])
+    plain = evaluate(pred, gt, priors=["2", "2+3"])
+    assert [s.name for s in with_alternatives.structures] == ["2", "2+3"]
+    for a, b in zip(with_alternatives.results, plain.results):
+        assert a.to_dict() == b.to_dict()
+    myo = with_alternatives.results[0]
+    assert (myo.betti_pred, myo.betti_gt, myo.betti_error) == ((1, 0), (1, 1), 1)
+    with pytest.raises(PriorError, match="repeats"):
+        evaluate(pred, gt, priors=["2=1,1|1,1"])

@@ -29,7 +29,13 @@ SLICE_AXES = {"x": 2, "y": 1, "z": 0}
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Betti numbers of one structure (prior) in one mask or one slice of it."""
+    """Betti numbers of one structure (prior) in one mask or one slice of it.
+
+    ``expected`` is the alternative of the prior nearest to the measured
+    ``betti`` (:meth:`Prior.nearest`: smallest sum of |b_k - e_k|, ties to the
+    first listed), padded to the mask's dimension; with a single alternative
+    it is simply the prior. None for a report-only prior.
+    """
 
     path: str
     prior: Prior
@@ -46,6 +52,7 @@ class CheckResult:
             "prior": self.prior.name,
             "betti": list(self.betti),
             "expected": None if self.expected is None else list(self.expected),
+            "alternatives": None if self.expected is None else [list(a) for a in self.prior.alternatives],
             "status": self.status,
             "empty": self.empty,
         }
@@ -145,10 +152,15 @@ def check_labels(
 ) -> list[CheckResult]:
     """Check one label map (already in memory) against ``priors``.
 
+    A structure passes when its Betti numbers equal any alternative of its
+    prior (``2=1,1|0,0``: a ring, or absent).
+
     With ``per_slice`` each 2D slice along that axis (``x``, ``y`` or ``z``) is
     checked on its own, and a slice where a structure is absent is ``"empty"``
-    (not a failure) unless ``empty="fail"``. A whole mask whose structure is
-    absent always fails a prior that expects it.
+    (not a failure) unless ``empty="fail"``. A structure absent from a slice or
+    a whole mask *passes* when its prior allows absence (an all-zero
+    alternative such as ``|0,0``), whatever ``empty`` says. A whole mask whose
+    structure is absent always fails a prior that does not allow it.
     """
     results = []
     for index, plane in _slices(np.asarray(labels), per_slice):
@@ -156,13 +168,15 @@ def check_labels(
             selected = prior.select(plane)
             present = bool(selected.any())
             betti = betti_numbers(selected, connectivity) if present else (0,) * plane.ndim
-            expected = prior.expected(plane.ndim)
+            expected = prior.nearest(betti)  # validates every alternative for plane.ndim
             if expected is None:
                 status: Status = "measured"
-            elif not present and any(expected) and index is not None and empty == "skip":
+            elif prior.is_met(betti):
+                status = "pass"
+            elif not present and index is not None and empty == "skip":
                 status = "empty"
             else:
-                status = "pass" if betti == expected else "fail"
+                status = "fail"
             results.append(
                 CheckResult(path, prior, betti, expected, status, not present, index)
             )
@@ -188,16 +202,20 @@ def check(
         Mask files, folders, glob patterns or label arrays (one or a sequence).
     priors:
         ``--prior`` specs (``"2=1,1"``, ``"1+2=1,0"``) or :class:`Prior` objects.
+        Alternatives are separated by ``|``: ``"2=1,1|0,0"`` passes when label
+        2 is a ring or absent.
     betti, label:
         The ``--betti``/``--label`` pair: Betti numbers of ``label`` (or of any
-        non-zero voxel). With no prior at all, Betti numbers are only measured.
+        non-zero voxel), alternatives allowed (``"1,1|0,0"``). With no prior at
+        all, Betti numbers are only measured.
     connectivity:
         ``"full"`` (default) or ``"face"``; see :mod:`topofix.topology.connectivity`.
     per_slice:
         ``"x"``, ``"y"`` or ``"z"``: check every 2D slice along that axis of 3D masks.
     empty:
         ``"skip"`` (default) reports slices without the structure as empty;
-        ``"fail"`` counts them as failures.
+        ``"fail"`` counts them as failures. Either way, a structure whose
+        prior allows absence (``2=1,1|0,0``) passes where it is absent.
     progress:
         Show a progress bar over inputs (on a terminal only).
 

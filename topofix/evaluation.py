@@ -9,8 +9,10 @@ Definitions and the rules for empty masks are in :mod:`topofix.metrics`
 (``overlap``, ``surface``, ``topology``).
 
 Structures
-    Each ``--prior``/``--label`` label set (a ``--prior``'s Betti numbers are
-    not used here). Without any, every label present in the prediction or the
+    Each ``--prior``/``--label`` label set (a ``--prior``'s Betti numbers,
+    alternatives such as ``2=1,1|0,0`` included, are not used here: the Betti
+    error compares the prediction with the ground truth, not with a prior).
+    Without any, every label present in the prediction or the
     ground truth (or the baseline), each on its own, plus the foreground (any
     non-zero label); for a batch of binary masks (one label), the foreground
     only.
@@ -665,9 +667,10 @@ def evaluate(
         Optional second prediction folder (or arrays) matched by name, e.g.
         the masks before correction: see :meth:`EvaluationReport.paired`.
     label, priors:
-        The structures: ``--label 2``, ``--prior 2+3`` or ``--prior 2=1,1``
-        (Betti numbers ignored). Default: every label present, plus the
-        foreground (foreground only for binary batches).
+        The structures: ``--label 2``, ``--prior 2+3``, ``--prior 2=1,1`` or
+        ``--prior 2=1,1|0,0`` (Betti numbers and alternatives ignored).
+        Default: every label present, plus the foreground (foreground only
+        for binary batches).
     connectivity:
         ``"full"`` (default) or ``"face"``, for Betti numbers and matching.
     per_slice:

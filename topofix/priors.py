@@ -15,6 +15,12 @@ of Byrne et al. (IEEE TMI 2022) on cardiac short-axis slices:
     with ``+``; for probability maps the union's probability is the sum of the
     channels (used by the losses), for label maps it is the set of voxels with
     any of the labels.
+``--prior 2=1,1|0,0`` / ``--betti 1,1|0,0``
+    Alternatives, separated by ``|``: the structure meets the prior when any
+    of them holds. ``2=1,1|0,0`` reads "label 2 is a ring, or absent" (e.g.
+    short-axis slices above the base or below the apex). Missing numbers are
+    0, so ``1,1|0`` is the same as ``1,1|0,0``; an alternative may not be
+    repeated.
 
 Example, ACDC labels (1 RV, 2 MYO, 3 LV)::
 
@@ -41,10 +47,33 @@ class Prior:
 
     ``labels=None`` means any non-zero voxel; ``betti=None`` means "report only".
     ``betti`` holds 1 to 3 numbers; missing higher numbers are read as 0.
+
+    ``alternatives`` lists every acceptable set of Betti numbers (``--prior
+    2=1,1|0,0``: a ring, or absent); the prior is met when any of them holds.
+    ``betti`` is always the first alternative, so ``Prior(betti=(1, 1))`` is a
+    prior with one alternative and ``Prior(alternatives=((1, 1), (0, 0)))`` has
+    ``betti == (1, 1)``. Giving both with ``betti`` other than the first
+    alternative is an error.
     """
 
     betti: tuple[int, ...] | None = None
     labels: tuple[int, ...] | None = None
+    alternatives: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        betti = None if self.betti is None else tuple(int(b) for b in self.betti)
+        alternatives = tuple(tuple(int(b) for b in alt) for alt in self.alternatives)
+        if not alternatives:
+            alternatives = () if betti is None else (betti,)
+        elif betti is None:
+            betti = alternatives[0]
+        elif betti != alternatives[0]:
+            raise PriorError(
+                f"Prior(betti={betti}, alternatives={alternatives}): betti must be the first "
+                "alternative (give alternatives alone)"
+            )
+        object.__setattr__(self, "betti", betti)
+        object.__setattr__(self, "alternatives", alternatives)
 
     @property
     def name(self) -> str:
@@ -54,10 +83,20 @@ class Prior:
         return "+".join(str(label) for label in self.labels)
 
     @property
+    def betti_spec(self) -> str:
+        """The Betti numbers in ``--betti`` syntax: ``1,1`` or ``1,1|0,0`` ('' when report-only)."""
+        return "|".join(",".join(map(str, alt)) for alt in self.alternatives)
+
+    @property
     def spec(self) -> str:
-        """The prior written back in ``--prior`` syntax (``2=1,1``)."""
-        betti = "" if self.betti is None else ",".join(map(str, self.betti))
+        """The prior written back in ``--prior`` syntax (``2=1,1``, ``2=1,1|0,0``)."""
+        betti = self.betti_spec
         return f"{self.name}={betti}" if betti else self.name
+
+    @property
+    def allows_absent(self) -> bool:
+        """True when some alternative is all zeros (the structure may be absent)."""
+        return any(not any(alt) for alt in self.alternatives)
 
     def select(self, labels: np.ndarray) -> np.ndarray:
         """Boolean mask of the voxels that belong to this structure."""
@@ -67,31 +106,88 @@ class Prior:
             return labels == self.labels[0]
         return np.isin(labels, self.labels)
 
-    def expected(self, ndim: int) -> tuple[int, ...] | None:
-        """The prior as exactly ``ndim`` Betti numbers (raise if impossible)."""
-        if self.betti is None:
-            return None
+    def _pad(self, alternative: tuple[int, ...], ndim: int) -> tuple[int, ...]:
         if ndim not in (2, 3):
             raise PriorError(f"Betti priors apply to 2D or 3D masks, not {ndim}D")
-        values = tuple(self.betti) + (0,) * (ndim - len(self.betti))
+        values = tuple(alternative) + (0,) * (ndim - len(alternative))
         if any(values[ndim:]):
+            shown = ",".join(map(str, alternative))
+            which = f"prior {self.spec}" if len(self.alternatives) == 1 else f"alternative {shown} of prior {self.spec}"
             raise PriorError(
-                f"prior {self.spec} asks for beta2={values[2]} but a 2D mask has no cavities "
+                f"{which} asks for beta2={values[2]} but a 2D mask has no cavities "
                 "(give two numbers, or 0 as the third)"
             )
         return values[:ndim]
 
+    def expected(self, ndim: int) -> tuple[int, ...] | None:
+        """The first alternative as exactly ``ndim`` Betti numbers (raise if impossible)."""
+        if self.betti is None:
+            return None
+        return self._pad(self.betti, ndim)
+
+    def options(self, ndim: int) -> list[tuple[int, ...]]:
+        """Every alternative as exactly ``ndim`` Betti numbers ([] when report-only).
+
+        Raises :class:`PriorError` if any alternative is impossible in ``ndim``
+        dimensions (beta2 != 0 on a 2D mask).
+        """
+        return [self._pad(alt, ndim) for alt in self.alternatives]
+
+    def error(self, betti: Sequence[int]) -> int:
+        """Distance to the prior: min over alternatives of sum |b_k - e_k| (0 when met or report-only)."""
+        options = self.options(len(betti))
+        if not options:
+            return 0
+        return min(_l1(betti, option) for option in options)
+
+    def nearest(self, betti: Sequence[int]) -> tuple[int, ...] | None:
+        """The alternative closest to ``betti`` (smallest :meth:`error`; ties: the first listed),
+        as ``len(betti)`` numbers; None when report-only."""
+        options = self.options(len(betti))
+        if not options:
+            return None
+        return min(options, key=lambda option: _l1(betti, option))  # min keeps the first of ties
+
     def is_met(self, betti: Sequence[int]) -> bool:
-        """True when ``betti`` equals the prior (checked in ``len(betti)`` dimensions)."""
-        expected = self.expected(len(betti))
-        return expected is None or tuple(betti) == expected
+        """True when ``betti`` equals some alternative (checked in ``len(betti)`` dimensions)."""
+        options = self.options(len(betti))
+        return not options or tuple(betti) in options
+
+    def narrowed(self, alternative: Sequence[int]) -> Prior:
+        """The same structure with ``alternative`` as its only alternative.
+
+        ``alternative`` must be one of the alternatives, possibly padded with
+        zeros (as :meth:`nearest` returns it); the result keeps it as listed.
+        This is what the correction gives the loss and the repair once it has
+        picked the alternative to aim for.
+        """
+        wanted = _strip(tuple(int(b) for b in alternative))
+        for alt in self.alternatives:
+            if _strip(alt) == wanted:
+                return Prior(betti=alt, labels=self.labels)
+        raise PriorError(
+            f"{','.join(map(str, alternative))} is not an alternative of prior {self.spec}"
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "labels": None if self.labels is None else list(self.labels),
             "betti": None if self.betti is None else list(self.betti),
+            "alternatives": None if self.betti is None else [list(alt) for alt in self.alternatives],
         }
+
+
+def _l1(betti: Sequence[int], expected: Sequence[int]) -> int:
+    return sum(abs(int(b) - int(e)) for b, e in zip(betti, expected))
+
+
+def _strip(values: tuple[int, ...]) -> tuple[int, ...]:
+    """Trailing zeros removed: ``(1, 1, 0)`` and ``(1, 1)`` are the same Betti numbers."""
+    end = len(values)
+    while end and values[end - 1] == 0:
+        end -= 1
+    return values[:end]
 
 
 def parse_betti(spec: str) -> tuple[int, ...]:
@@ -123,24 +219,58 @@ def parse_labels(spec: str | int) -> tuple[int, ...]:
     return labels
 
 
+def parse_alternatives(spec: str) -> tuple[tuple[int, ...], ...]:
+    """Parse ``"1,1|0,0"`` into ``((1, 1), (0, 0))``: one or more Betti numbers separated by ``|``.
+
+    Raises :class:`PriorError` (one line, naming the bad part) for an empty or
+    malformed alternative, or one given twice (``1,1|1,1,0``: missing numbers are 0).
+    """
+    parts = str(spec).split("|")
+    alternatives: list[tuple[int, ...]] = []
+    for number, part in enumerate(parts, 1):
+        if len(parts) > 1 and not part.strip():
+            raise PriorError(
+                f"malformed Betti numbers {spec!r}: alternative {number} of {len(parts)} is empty "
+                "(write alternatives as 1,1|0,0)"
+            )
+        values = parse_betti(part)
+        for earlier in alternatives:
+            if _strip(earlier) == _strip(values):
+                raise PriorError(
+                    f"malformed Betti numbers {spec!r}: alternative {part.strip()!r} repeats "
+                    f"{','.join(map(str, earlier))!r} (missing numbers are 0)"
+                )
+        alternatives.append(values)
+    return tuple(alternatives)
+
+
 def parse_prior(spec: str) -> Prior:
-    """Parse ``LABELS=BETTI`` (``"2=1,1"``, ``"1+2=1,0"``) into a :class:`Prior`."""
+    """Parse ``LABELS=BETTI`` (``"2=1,1"``, ``"1+2=1,0"``, ``"2=1,1|0,0"``) into a :class:`Prior`."""
     if not isinstance(spec, str) or spec.count("=") != 1:
         raise PriorError(
-            f"malformed prior {spec!r}: expected LABELS=BETTI such as 2=1,1 or 1+2=1,0"
+            f"malformed prior {spec!r}: expected LABELS=BETTI such as 2=1,1, 1+2=1,0 "
+            "or 2=1,1|0,0 (a ring, or absent)"
         )
     labels, betti = spec.split("=")
-    return Prior(betti=parse_betti(betti), labels=parse_labels(labels))
+    parsed_labels = parse_labels(labels)
+    try:
+        alternatives = parse_alternatives(betti)
+    except PriorError as err:
+        reason = str(err).removeprefix("malformed ")
+        raise PriorError(f"malformed prior {spec!r}: {reason}") from None
+    return Prior(labels=parsed_labels, alternatives=alternatives)
 
 
 def build_priors(
-    betti: str | Sequence[int] | None = None,
+    betti: str | Sequence[int] | Sequence[Sequence[int]] | None = None,
     label: str | int | None = None,
     priors: Iterable[str | Prior] = (),
 ) -> list[Prior]:
     """The list of priors described by the shared CLI options.
 
     ``betti``/``label`` give one prior (on ``label``, or on the foreground);
+    ``betti`` may hold alternatives (``"1,1|0,0"``, or from Python a sequence
+    of sequences such as ``((1, 1), (0, 0))``);
     each item of ``priors`` gives one more. With nothing at all, one report-only
     prior on the foreground is returned, so that callers always have a structure
     to measure.
@@ -148,13 +278,15 @@ def build_priors(
     result: list[Prior] = []
     if betti is not None or label is not None:
         if betti is None:
-            parsed_betti = None
+            alternatives: tuple[tuple[int, ...], ...] = ()
         elif isinstance(betti, str):
-            parsed_betti = parse_betti(betti)
+            alternatives = parse_alternatives(betti)
+        elif len(betti) and not isinstance(betti[0], (int, np.integer)):  # ((1, 1), (0, 0))
+            alternatives = parse_alternatives("|".join(",".join(str(int(b)) for b in alt) for alt in betti))
         else:
-            parsed_betti = parse_betti(",".join(str(int(b)) for b in betti))
+            alternatives = parse_alternatives(",".join(str(int(b)) for b in betti))
         parsed_labels = None if label is None else parse_labels(label)
-        result.append(Prior(betti=parsed_betti, labels=parsed_labels))
+        result.append(Prior(labels=parsed_labels, alternatives=alternatives))
     for item in priors:
         result.append(item if isinstance(item, Prior) else parse_prior(item))
     names = [p.name for p in result]

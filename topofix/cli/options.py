@@ -33,9 +33,10 @@ Betti = Annotated[
     typer.Option(
         "--betti",
         "-b",
-        metavar="B0,B1[,B2]",
+        metavar="B0,B1[,B2][|...]",
         help="Betti numbers the structure must have: components, loops (holes), cavities. "
         "1,1 = one ring (myocardium); 1,0 = one solid blob; 1,0,0 = one solid 3D object. "
+        "Alternatives with '|' (quoted in the shell), met when any holds: '1,1|0,0' = a ring, or absent. "
         "Applies to --label, or to any non-zero voxel.",
         rich_help_panel=PRIORS_PANEL,
     ),
@@ -55,9 +56,11 @@ PriorSpecs = Annotated[
     typer.Option(
         "--prior",
         "-p",
-        metavar="LABELS=B0,B1[,B2]",
+        metavar="LABELS=B0,B1[,B2][|...]",
         help="Per-label prior, repeatable; unions with '+'. ACDC example (1 RV, 2 MYO, 3 LV): "
-        "--prior 2=1,1 --prior 1=1,0 --prior 3=1,0 --prior 2+3=1,0 --prior 1+3=2,0.",
+        "--prior 2=1,1 --prior 1=1,0 --prior 3=1,0 --prior 2+3=1,0 --prior 1+3=2,0. "
+        "Alternatives with '|' (quoted in the shell), met when any holds: "
+        "'2=1,1|0,0': a ring, or absent (e.g. slices above the base or below the apex).",
         rich_help_panel=PRIORS_PANEL,
     ),
 ]
