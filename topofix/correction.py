@@ -366,11 +366,12 @@ class _Loop:
         units0 = self.assess(labels0)
         layout0 = _loss_input(s0, self.activation).float().cpu().numpy()
         seen = evidence(layout0, self.priors, self.per_slice)
-        absent = {u for u, st in units0.items() if not st.met and seen.get(u, 0.0) < s.evidence_floor}
+        # no evidence: nothing to correct from (an empty slice of a stack is met, but still reported absent)
+        absent = {u for u, st in units0.items() if (st.empty or not st.met) and seen.get(u, 0.0) < s.evidence_floor}
         failing = [u for u, st in units0.items() if not st.met and u not in absent]
         curve: list[tuple[float, float]] = []
         if not failing and not s.always:
-            reason = "absent" if absent else "already met"
+            reason = "absent" if any(not units0[u].met for u in absent) else "already met"
             probs = s0.cpu().numpy()
             report = self.report(labels0, units0, labels0, units0, absent, 0, reason, 0, None, curve)
             return CorrectionResult(labels0, probs, labels0, probs, report)
@@ -382,6 +383,9 @@ class _Loop:
         stop_reason = "max steps"
         step = 0
         while True:
+            if not bool(torch.isfinite(prob.detach()).all()):  # the network broke: keep what was eligible
+                stop_reason = "non-finite"
+                break
             labels = labels0 if step == 0 else self.to_labels(prob.detach())
             units = units0 if step == 0 else self.assess(labels)
             for part in parts:

@@ -53,7 +53,7 @@ def _display(path: str, folder: str) -> str:
 
 
 def _prior_header(prior) -> str:
-    return prior.name if prior.betti is None else f"{prior.name} = {_fmt(prior.betti)}"
+    return prior.name if prior.betti is None else f"{prior.name} = {prior.betti_spec}"
 
 
 def _whole_cell(result) -> str:

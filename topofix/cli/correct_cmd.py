@@ -17,14 +17,17 @@ from rich.table import Table
 from topofix.cli import options
 from topofix.cli.console import err, out, print_error, write_csv, write_json
 from topofix.cli.predict_cmd import planned_outputs, probability_labels
+from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
 
+_DEFAULTS = CorrectionSettings()  # one home for the defaults: the library's
+LOSS_FORMS = ("squared", "linear", "mixed", "dense")
 REPORT_JSON = "topofix_report.json"
 REPORT_CSV = "topofix_report.csv"
 CSV_FIELDS = (
     "path", "status", "prior", "expected", "betti_before", "betti_after", "met_before", "met_after",
-    "failing_slices_before", "failing_slices_after", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
-    "dice_original_corrected", "topo_loss", "similarity_loss", "error",
+    "failing_slices_before", "failing_slices_after", "absent", "absent_slices", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
+    "dice_original_corrected", "topo_loss", "similarity_loss", "repaired", "repair_changed", "error",
 )
 EXAMPLES = """
 [bold]Examples[/]
@@ -43,8 +46,14 @@ labels); topofix_report.json and topofix_report.csv (priors, Betti numbers befor
 reason, seconds, share of voxels changed, Dice original vs corrected); with --save-original
 <stem>_original<ext>, with --save-probabilities <stem>_prob<L><ext>.
 
-[bold]Exit status[/]: 0 every scan meets its prior afterwards, 1 some do not, 2 some scan could not be
-processed or a usage error (the other scans still run).
+[bold]Absent structures[/]: where a structure's probability stays below --evidence-floor in a scan (or a
+slice with --per-slice), nothing is corrected there: the mask is left as predicted and the report marks it
+"absent". Write the prior with an alternative, e.g. --prior '2=1,1|0,0', when absence is acceptable.
+
+[bold]Exit status[/]: 0 every scan meets its prior afterwards (an absent structure counts as met only if
+its prior allows it, as in '2=1,1|0,0'), 1 some do not (including absent structures whose prior expects
+them: the report says "absent"), 2 some scan could not be processed or a usage error (the other scans
+still run).
 """
 
 
@@ -61,7 +70,8 @@ def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
 
 def _report_rows(case: dict) -> list[dict]:
     base = {k: case.get(k) for k in ("path", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
-                                      "dice_original_corrected", "topo_loss", "similarity_loss", "error")}
+                                      "dice_original_corrected", "topo_loss", "similarity_loss", "repaired",
+                                      "repair_changed", "error")}
     base["status"] = case.get("status")
     if not case.get("priors"):
         return [base]
@@ -77,6 +87,8 @@ def _report_rows(case: dict) -> list[dict]:
             "met_after": prior["met_after"],
             "failing_slices_before": " ".join(map(str, prior["failing_slices_before"])),
             "failing_slices_after": " ".join(map(str, prior["failing_slices_after"])),
+            "absent": prior.get("absent", False),
+            "absent_slices": " ".join(map(str, prior.get("absent_slices", []))),
         })
         rows.append(row)
     return rows
@@ -116,10 +128,14 @@ def correct_command(
     label: options.Label = None,
     prior: options.PriorSpecs = None,
     connectivity: options.Connectivity = options.ConnectivityChoice.full,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Maximum optimisation steps per scan.", rich_help_panel="Optimisation")] = 100,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate on the network's weights.", rich_help_panel="Optimisation")] = 1e-4,
-    lam: Annotated[float, typer.Option("--lambda", min=0.0, help="Weight of the similarity term: mean squared difference between current and original probabilities.", rich_help_panel="Optimisation")] = 100.0,
-    loss_form: Annotated[str, typer.Option("--loss", help="squared (Clough et al.) or linear (Byrne et al.) persistence terms.", rich_help_panel="Optimisation")] = "squared",
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Maximum optimisation steps per scan.", rich_help_panel="Optimisation")] = _DEFAULTS.steps,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate on the network's weights.", rich_help_panel="Optimisation")] = _DEFAULTS.lr,
+    lam: Annotated[float, typer.Option("--lambda", min=0.0, help="Weight of the similarity term: mean squared difference between current and original probabilities.", rich_help_panel="Optimisation")] = _DEFAULTS.lam,
+    loss_form: Annotated[str, typer.Option("--loss", help="Topological objective: squared (Clough et al.), linear (Byrne et al.), mixed (squared near the target, linear far from it) or dense (every pixel that must change for a bar to be born or die, with gradients that survive saturated probabilities).", rich_help_panel="Optimisation")] = _DEFAULTS.form,
+    temperature: Annotated[float, typer.Option("--temperature", min=1.0, help="Compute the bars on tempered probabilities softmax(log p / T): T > 1 keeps gradients alive where the network is confident.", rich_help_panel="Optimisation")] = _DEFAULTS.temperature,
+    plateau: Annotated[int, typer.Option("--plateau", min=0, help="Stop when the Betti error has not improved for this many steps (0: never; run --steps).", rich_help_panel="Optimisation")] = _DEFAULTS.plateau or 0,
+    evidence_floor: Annotated[float, typer.Option("--evidence-floor", min=0.0, max=1.0, metavar="P", help="A structure whose probability stays below P in a scan (or slice) is reported absent and left as predicted; the repair stage never closes a loop or keeps a component below P.", rich_help_panel="Optimisation")] = _DEFAULTS.evidence_floor,
+    repair: Annotated[bool, typer.Option("--repair/--no-repair", help="When fine-tuning stops without meeting the prior, bring the mask to it by the smallest change the probability map supports (remove/fill in order of persistence, close loops along the most probable path above the evidence floor).", rich_help_panel="Optimisation")] = _DEFAULTS.repair,
     roi: Annotated[bool, typer.Option("--roi/--no-roi", help="Compute the topological term in the bounding box of the foreground (probability >= 0.5) plus 2 voxels.", rich_help_panel="Optimisation")] = True,
     threshold: Annotated[float, typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where probability >= P.", rich_help_panel="Optimisation")] = 0.5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (results are deterministic on the CPU).", rich_help_panel="Optimisation")] = 0,
@@ -152,8 +168,8 @@ def correct_command(
         priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
         if not priors:
             raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
-        if loss_form not in ("squared", "linear"):
-            raise TopofixError(f"--loss {loss_form!r}: expected squared or linear")
+        if loss_form not in LOSS_FORMS:
+            raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_FORMS)}")
         patch = options.parse_patch_size(patch_size)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
@@ -180,7 +196,6 @@ def correct_command(
                 print_error(f"{report}: already exists (use --overwrite to replace it, or --skip-existing to resume)")
                 raise typer.Exit(2)
 
-    from topofix.correction import CorrectionSettings
     from topofix.models.contract import ModelContract
     from topofix.models.inference import resolve_device
     from topofix.models.loading import load_model
@@ -198,6 +213,7 @@ def correct_command(
 
     settings = CorrectionSettings(
         steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
+        temperature=temperature, plateau=plateau or None, evidence_floor=evidence_floor, repair=repair,
         roi_threshold=0.5 if roi else None, always=always, seed=seed,
     )
     contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple)
@@ -215,8 +231,14 @@ def correct_command(
     failed = sum(1 for c in cases if c["status"] == "error")
     not_met = [c for c in processed if not c.get("met_after")]
     fixed = sum(1 for c in processed if c.get("met_after") and not c.get("met_before"))
+    absent = sum(1 for c in processed if c.get("absent"))
+    repaired = sum(1 for c in processed if c.get("repaired"))
     summary = (f"{len(processed)} scan(s) processed: {fixed} corrected, {len(processed) - len(not_met) - fixed} "
                f"already met the prior, {len(not_met)} still do not")
+    if repaired:
+        summary += f" ({repaired} with the repair stage)"
+    if absent:
+        summary += f"; {absent} with a structure absent (no evidence: left as predicted)"
     if skipped:
         summary += f"; {skipped} skipped (output exists)"
     if failed:

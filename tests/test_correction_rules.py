@@ -1,0 +1,195 @@
+"""The rules of the correction loop, on a network whose outputs are scripted step by step.
+
+Why a scripted network: whether ``correct`` picks the right iterate (never worse per
+structure, the best step rather than the last, stop on a plateau, survive NaN, leave
+absent structures and met slices alone) is a question about the loop, not about
+optimisation. A module that replays hand-made label maps, one per forward pass, makes
+the answer known in advance; the Betti numbers of every frame are checked with
+scipy's labelling (an independent oracle), not with topofix's own function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+import topofix
+from topofix import CorrectionSettings, ModelContract
+
+EIGHT = np.ones((3, 3), bool)
+
+
+def betti_2d(mask: np.ndarray) -> tuple[int, int]:
+    """Oracle: components 8-connected, holes = 4-connected background components off the border."""
+    b0 = ndimage.label(mask, structure=EIGHT)[1]
+    background, n = ndimage.label(np.pad(~mask, 1))
+    return b0, n - 1
+
+
+def ring(shape=(24, 24), centre=(12, 12), r_out=7, r_in=4, gap=False) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    d = np.hypot(yy - centre[0], xx - centre[1])
+    mask = (d <= r_out) & (d > r_in)
+    if gap:
+        mask &= ~((np.abs(yy - centre[0]) <= 1) & (xx > centre[1]))
+    return mask
+
+
+def blob(shape=(24, 24), at=(3, 3), r=2) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.hypot(yy - at[0], xx - at[1]) <= r
+
+
+def logits(labels: np.ndarray, channels: int, confidence: float = 4.0) -> np.ndarray:
+    """Softmax logits whose argmax is ``labels`` (confident but not saturated)."""
+    out = np.zeros((channels, *labels.shape), np.float32)
+    for c in range(channels):
+        out[c][labels == c] = confidence
+    return out
+
+
+class Replay(torch.nn.Module):
+    """Returns frame k at the k-th forward pass (the last frame from then on)."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.frames = [torch.as_tensor(f) for f in frames]
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frame = self.frames[min(self.calls, len(self.frames) - 1)]
+        self.calls += 1
+        frame = frame if frame.ndim == x.ndim else frame[None]  # (N, C, H, W): a batch of slices
+        return frame + self.weight * x.mean()  # a path to the parameter: Adam has a gradient
+
+
+CONTRACT = ModelContract(normalize="none", activation="softmax", pad_multiple=1, spatial_dims=2)
+
+
+def run(frames, priors, image=None, **settings):
+    model = Replay(frames)
+    image = np.zeros(frames[0].shape[1:], np.float32) if image is None else image
+    base = dict(steps=20, lr=1e-3, lam=10.0, patience=1, plateau=None, repair=False, evidence_floor=0.0)
+    base.update(settings)
+    return topofix.correct(image, model, priors, settings=CorrectionSettings(**base), contract=CONTRACT), model
+
+
+def two_label_map(one: np.ndarray, two: np.ndarray) -> np.ndarray:
+    labels = np.zeros(one.shape, np.uint8)
+    labels[one] = 1
+    labels[two] = 2
+    return labels
+
+
+def test_a_structure_that_met_its_prior_is_never_made_worse():
+    """Label 1 meets (1,0) at the start; every later step removes label 2's extra blob but splits
+    label 1 along a weak line. The summed Betti error does not rise (1 -> 1) and the objective
+    falls (the split is a short bar, the removed blob was a long one), so a rule on the sum
+    would take the later steps."""
+    one = blob(at=(6, 6), r=3)
+    start = two_label_map(one, blob(at=(18, 18)) | blob(at=(18, 8)))  # label 2: two blobs (2,0)
+    split = one.copy()
+    split[:, 6] = False  # label 1 in two pieces
+    later = two_label_map(split, blob(at=(18, 18)))
+    assert betti_2d(start == 1) == (1, 0) and betti_2d(start == 2) == (2, 0)
+    assert betti_2d(later == 1) == (2, 0) and betti_2d(later == 2) == (1, 0)
+    weak = logits(later, 3)
+    weak[0][one & ~split] = 0.2  # background wins the split line by a little: label 1 at p ~ 0.31 there
+    frames = [logits(start, 3)] + [weak] * 30
+    result, _ = run(frames, ["1=1,0", "2=1,0"], lam=1.0)
+    np.testing.assert_array_equal(result.labels, start)  # nothing eligible but the start
+    assert betti_2d(result.labels == 1) == (1, 0)
+    assert not result.report.met_after
+
+
+def test_the_best_step_is_kept_not_the_last():
+    """Step 1 mends one of two gaps; every later step has two gaps again (eligible: no worse than
+    the start, but a higher objective): step 1 is returned, not the last eligible step."""
+    broken_twice = ring(gap=True)
+    broken_twice[12:, 11:14] = False  # a second gap: two arcs, (2,0)
+    once = ring(gap=True)  # one gap: (1,0)
+    elsewhere = once.copy()
+    elsewhere[4:10, 11:14] = False  # two gaps again, the second one at the top
+    assert betti_2d(broken_twice) == (2, 0) and betti_2d(once) == (1, 0) and betti_2d(elsewhere) == (2, 0)
+    frames = [logits(broken_twice.astype(np.uint8), 2), logits(once.astype(np.uint8), 2)]
+    frames += [logits(elsewhere.astype(np.uint8), 2)] * 30
+    result, _ = run(frames, "1=1,1")
+    np.testing.assert_array_equal(result.labels, once)
+    assert result.report.chosen_step == 1 and result.report.stop_reason == "max steps"
+
+
+def test_plateau_stops_a_stuck_scan():
+    stuck = ring(gap=True).astype(np.uint8)
+    frames = [logits(stuck, 2)] * 100
+    result, model = run(frames, "1=1,1", steps=100, plateau=7)
+    assert result.report.stop_reason == "plateau"
+    assert result.report.steps == 7 and model.calls == 8  # steps 0..7: 8 forward passes
+    result, model = run(frames, "1=1,1", steps=100, plateau=None)
+    assert result.report.stop_reason == "max steps" and model.calls == 101
+
+
+def test_non_finite_outputs_end_the_loop_with_the_last_good_iterate():
+    broken = ring(gap=True).astype(np.uint8)
+    nan = np.full((2, 24, 24), np.nan, np.float32)
+    frames = [logits(broken, 2), logits(broken, 2), nan]
+    result, _ = run(frames, "1=1,1")
+    assert result.report.stop_reason == "non-finite"
+    np.testing.assert_array_equal(result.labels, broken)
+    assert np.isfinite(result.probabilities).all()
+
+
+def test_no_evidence_no_invention():
+    """A slice with no structure (max probability 0.1 < floor): left byte-identical, reported absent;
+    the network is not even fine-tuned (one forward pass)."""
+    faint = np.zeros((2, 24, 24), np.float32)
+    faint[1] = np.log(0.1 / 0.9)  # channel 1 at probability 0.1 everywhere
+    result, model = run([faint] * 10, "1=1,1", evidence_floor=0.2)
+    assert model.calls == 1 and result.report.stop_reason == "absent"
+    assert result.report.absent and result.report.priors[0].absent
+    assert not result.report.met_after  # the prior expects a ring: absent is reported, not hidden
+    assert not result.labels.any()
+    np.testing.assert_array_equal(result.probabilities, result.original_probabilities)
+    # the prior allows absence: met
+    result, _ = run([faint] * 10, "1=1,1|0,0", evidence_floor=0.2)
+    assert result.report.met_after and result.report.stop_reason == "already met"
+    # above the floor the loop does run (the faint structure may be real)
+    result, model = run([faint] * 10, "1=1,1", evidence_floor=0.05, steps=3)
+    assert model.calls == 4
+
+
+def test_slices_that_meet_their_prior_are_not_changed_for_their_neighbours():
+    """Per-slice stack: slice 1 is broken, slices 0 and 2 meet the prior. Every later frame
+    fixes slice 1 but damages 0 and 2: the output takes slice 1 from it, 0 and 2 from the start."""
+    good, broken = ring().astype(np.uint8), ring(gap=True).astype(np.uint8)
+    damaged = ring(gap=True).astype(np.uint8)
+    start = np.stack([good, broken, good])
+    later = np.stack([damaged, good, damaged])
+    assert [betti_2d(s.astype(bool)) for s in start] == [(1, 1), (1, 0), (1, 1)]
+    frames = [np.stack([logits(s, 2) for s in start])] + [np.stack([logits(s, 2) for s in later])] * 30
+    model = Replay(frames)  # one forward pass per step: the stack's slices as a batch
+    settings = CorrectionSettings(steps=5, lr=1e-3, lam=10.0, patience=1, repair=False)
+    result = topofix.correct(np.zeros(start.shape, np.float32), model, "1=1,1", settings=settings,
+                             contract=CONTRACT, per_slice="z")
+    expected = np.stack([good, good, good])
+    np.testing.assert_array_equal(result.labels, expected)
+    np.testing.assert_array_equal(result.probabilities[:, 0], result.original_probabilities[:, 0])
+    np.testing.assert_array_equal(result.probabilities[:, 2], result.original_probabilities[:, 2])
+    assert result.report.met_after and result.report.priors[0].failing_slices_before == [1]
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.3])
+def test_report_records_absent_slices_of_a_stack(floor):
+    """A stack whose first slice has nothing (probability 0.25 at most): absent only above that floor."""
+    good, broken = ring().astype(np.uint8), ring(gap=True).astype(np.uint8)
+    empty = np.zeros((2, 24, 24), np.float32)
+    empty[1] = np.log(0.25 / 0.75)
+    model = Replay([np.stack([empty, logits(broken, 2)])] * 40)
+    settings = CorrectionSettings(steps=2, lr=1e-3, lam=10.0, patience=1, repair=False, evidence_floor=floor)
+    result = topofix.correct(np.zeros((2, 24, 24), np.float32), model, "1=1,1", settings=settings,
+                             contract=CONTRACT, per_slice="z")
+    prior = result.report.priors[0]
+    assert prior.absent_slices == ([0] if floor > 0.25 else [])
+    assert not result.labels[0].any()  # an empty slice of a stack is never filled in
