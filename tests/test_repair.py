@@ -177,11 +177,13 @@ def two_hole_myocardium(shape=(48, 48)):
     return prob, lv, spurious
 
 
-def test_pairing_keeps_the_hole_that_holds_the_lv():
+@pytest.mark.parametrize("partner", [LV, Prior((1, 0), (2, 3))], ids=["lv", "myo+lv"])
+def test_pairing_keeps_the_hole_that_holds_the_lv(partner):
+    # with 2+3=1,0 no prior vetoes filling the LV hole: only the pairing rule keeps it
     prob, lv, spurious = two_hole_myocardium()
     labels = prob.argmax(0).astype(np.uint8)
     assert label_betti_2d(labels == 2, "full") == (1, 2)
-    result = repair(prob, labels, [MYO, LV])
+    result = repair(prob, labels, [MYO, partner])
     assert label_betti_2d(result.labels == 2, "full") == (1, 1)
     assert (result.labels[spurious] == 2).all() and (result.labels[lv] == 3).all()
 
