@@ -70,6 +70,52 @@ def test_tolerance_skips_short_excess_bars_only():
     assert float(betti_prior_loss(t([0.15]), t([0.1]), 1, "linear", tolerance=0.2)) == pytest.approx(0.95)
 
 
+# mixed (knee 0.5): h(x) = x^2 for x <= 0.5, x - 0.25 beyond; x = 1 - length (kept), length (excess)
+MIXED = {
+    0: (0.8 - 0.25) + 0.09 + 0.01,
+    1: 0.04 + 0.09 + 0.01,
+    2: 0.04 + (0.7 - 0.25) + 0.01,
+    3: 0.04 + (0.7 - 0.25) + (0.9 - 0.25),
+    5: 0.04 + (0.7 - 0.25) + (0.9 - 0.25) + 2 * 0.75,  # a missing bar costs h(1) = 0.75
+}
+
+
+@pytest.mark.parametrize("betti", sorted(MIXED))
+def test_mixed_form_by_hand(betti):
+    assert float(betti_prior_loss(t(BIRTHS), t(DEATHS), betti, "mixed")) == pytest.approx(MIXED[betti], abs=1e-12)
+
+
+def test_mixed_form_gradient_by_hand_and_smooth_at_the_knee():
+    b, d = t(BIRTHS, requires_grad=True), t(DEATHS, requires_grad=True)
+    betti_prior_loss(b, d, 1, "mixed").backward()
+    # kept bar: x = 0.2 (squared part), dh/db = -2x; excess 0.1 and 0.3 (squared part): 2l
+    np.testing.assert_allclose(b.grad.numpy(), [-0.4, 0.2, 0.6])
+    b, d = t(BIRTHS, requires_grad=True), t(DEATHS, requires_grad=True)
+    betti_prior_loss(b, d, 0, "mixed").backward()
+    np.testing.assert_allclose(b.grad.numpy(), [1.0, 0.2, 0.6])  # 0.8 > knee: slope 2 * 0.5 = 1
+    # a kept bar of length 0.01: the squared form's gradient nearly vanishes, the mixed form's does not
+    for form, slope in (("squared", -0.02), ("mixed", -1.0), ("linear", -1.0)):
+        b = t([0.01], requires_grad=True)
+        betti_prior_loss(b, t([0.0]), 1, form).backward()
+        assert float(b.grad) == pytest.approx(slope, abs=1e-12)
+    # continuous with a continuous derivative at the knee, for any knee
+    for knee in (0.5, 0.2, 1.0):
+        values, slopes = [], []
+        for length in (knee - 1e-7, knee + 1e-7):
+            b = t([length], requires_grad=True)
+            values.append(float(betti_prior_loss(b, t([0.0]), 0, "mixed", knee=knee).detach()))
+            b.grad = None
+            betti_prior_loss(b, t([0.0]), 0, "mixed", knee=knee).backward()
+            slopes.append(float(b.grad))
+        assert values[0] == pytest.approx(values[1], abs=1e-6)
+        assert slopes[0] == pytest.approx(slopes[1], abs=1e-6) == pytest.approx(2 * knee, abs=1e-6)
+    assert float(betti_prior_loss(t([1.0, 1.0]), t([0.0, 0.0]), 2, "mixed")) == 0.0
+    with pytest.raises(ValueError):
+        betti_prior_loss(t(BIRTHS), t(DEATHS), 1, "mixed", knee=0.0)
+    with pytest.raises(ValueError):
+        TopologicalLoss((1, 1), form="mixed", knee=1.5)
+
+
 def test_betti_prior_loss_refuses_bad_arguments():
     with pytest.raises(ValueError):
         betti_prior_loss(t(BIRTHS), t(DEATHS), 1, "cubic")  # type: ignore[arg-type]
@@ -436,6 +482,58 @@ def test_descent_closes_a_hole_in_a_3d_shell(connectivity):
     assert history[-1] == (1, 0, 1)
     assert history.index((1, 0, 1)) <= 45  # measured: 29 (full), 31 (face)
     assert (p[p0 == 0.9] >= 0.5).all()
+
+
+# --------------------------------------------------------------------------------------
+# Temperature.
+
+
+def gap_ring_logits(n: int = 32) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Logits of a ring of 0.99 open at a one-pixel-thick gap of 0.01, cavity 1e-4 (lower: the
+    loop is born at 0.01); returns (logits, a gap pixel)."""
+    p = np.full((n, n), 1e-3)
+    p[6:26, 6] = p[6:26, 25] = p[6, 6:26] = p[25, 6:26] = 0.99
+    p[7:25, 7:25] = 1e-4
+    p[6, 14:17] = 0.01
+    return torch.logit(t(p)), (6, 15)
+
+
+def test_temperature_one_is_todays_loss():
+    logits, _ = gap_ring_logits()
+    for form in FORMS:
+        z1 = logits.clone().requires_grad_(True)
+        z2 = logits.clone().requires_grad_(True)
+        a = TopologicalLoss((1, 1), form=form)(torch.sigmoid(z1))
+        b = TopologicalLoss((1, 1), form=form, temperature=1.0)(torch.sigmoid(z2))
+        a.backward()
+        b.backward()
+        assert float(a.detach()) == float(b.detach()) and torch.equal(z1.grad, z2.grad)
+    assert "temperature" not in repr(TopologicalLoss((1, 1)))
+    with pytest.raises(ValueError):
+        TopologicalLoss((1, 1), temperature=0)
+
+
+def test_temperature_is_the_softmax_of_tempered_logits():
+    logits, _ = gap_ring_logits()
+    z = torch.stack([torch.zeros_like(logits), logits])  # 2-channel softmax, channel 1 = the ring
+    tempered = TopologicalLoss(["1=1,1"], temperature=3, spatial_dims=2)(torch.softmax(z, 0))
+    plain = TopologicalLoss(["1=1,1"], spatial_dims=2)(torch.softmax(z / 3, 0))
+    assert float(tempered) == pytest.approx(float(plain), abs=1e-9)
+    single = TopologicalLoss((1, 1), temperature=3)(torch.sigmoid(logits))
+    assert float(single) == pytest.approx(float(TopologicalLoss((1, 1))(torch.sigmoid(logits / 3))), abs=1e-9)
+
+
+def test_temperature_keeps_the_gradient_alive_at_a_gap_of_p001():
+    """Measured: the gradient wrt the logit of the gap's birth pixel is 1.96e-4 at T=1 (bar of
+    length 0.0099, times p(1-p) = 0.0099) and 1.3e-2 at T=3 (length 0.13, q(1-q)/T = 0.049)."""
+    logits, gap = gap_ring_logits()
+    grads = {}
+    for temperature in (1.0, 3.0):
+        z = logits.clone().requires_grad_(True)
+        TopologicalLoss((1, 1), temperature=temperature)(torch.sigmoid(z)).backward()
+        grads[temperature] = z.grad[6, 14:17].abs().max().item()
+    assert grads[1.0] == pytest.approx(2 * 0.0099 * 0.0099, rel=0.05)
+    assert grads[3.0] > 30 * grads[1.0]
 
 
 # --------------------------------------------------------------------------------------

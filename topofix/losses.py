@@ -7,8 +7,11 @@ of length 1 and no other bar. With the bars of dimension ``k`` sorted by length
 
     squared (Clough et al.)  L_k = sum_{l <= beta*} (1 - |b_l - d_l|^2) + sum_{l > beta*} |b_l - d_l|^2
     linear  (Byrne et al.)   L_k = sum_{l <= beta*} (1 - |b_l - d_l|)   + sum_{l > beta*} |b_l - d_l|
+    mixed                    L_k = sum_{l <= beta*} h(1 - |b_l - d_l|)  + sum_{l > beta*} h(|b_l - d_l|)
 
-and ``L = sum_k L_k`` over ``k = 0 .. ndim-1``. No ground truth is needed, only
+with ``h`` the Huber function of the distance to the target length (squared
+up to the knee, linear beyond, see :func:`betti_prior_loss`), and
+``L = sum_k L_k`` over ``k = 0 .. ndim-1``. No ground truth is needed, only
 the prior, which is why the loss can correct a prediction at test time
 (``topofix correct``); it works just as well as an extra term in a training
 loop::
@@ -23,6 +26,14 @@ loop::
 
 Gradients reach the network only through the critical voxels of each bar
 (:func:`topofix.topology.differentiable.differentiable_persistence`).
+:class:`DenseTopologicalLoss` instead moves every voxel that must change for a
+bar to be born or to die (its critical set, :mod:`topofix.topology.critical_sets`),
+with a cross-entropy whose gradient does not vanish at saturated probabilities.
+
+Every loss here is a :class:`TopologyObjective` (``forward(prob)`` a scalar,
+``terms(prob)`` a :class:`LossTerms`); :func:`make_topology_loss` builds one
+from a name of :data:`LOSS_NAMES`, so a correction loop never special-cases a
+form.
 
 Why the choices below:
 
@@ -41,11 +52,13 @@ Why the choices below:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Literal
 
+import numpy as np
 import torch
 
 from topofix.errors import PriorError
@@ -59,8 +72,30 @@ from topofix.topology.differentiable import (
 )
 from topofix.topology.persistence import Persistence
 
-Form = Literal["squared", "linear"]
-FORMS: tuple[str, ...] = ("squared", "linear")
+__all__ = [
+    "DEFAULT_KNEE",
+    "FORMS",
+    "LOSS_NAMES",
+    "DenseTopologicalLoss",
+    "LossTerms",
+    "PriorTerm",
+    "TopologicalLoss",
+    "TopologyObjective",
+    "betti_prior_loss",
+    "make_topology_loss",
+    "rank_bars",
+    "roi_slices",
+]
+
+Form = Literal["squared", "linear", "mixed"]
+#: The forms of :func:`betti_prior_loss` (per-bar penalties on the critical cells).
+FORMS: tuple[str, ...] = ("squared", "linear", "mixed")
+#: Every name :func:`make_topology_loss` accepts: the forms, and "dense" (critical sets).
+#: The one list of loss names (CLI choices, settings validation).
+LOSS_NAMES: tuple[str, ...] = FORMS + ("dense",)
+#: Knee of the "mixed" form: squared within 0.5 of the target length, linear (slope 1) beyond.
+DEFAULT_KNEE = 0.5
+_EPS = 1e-6  # clamp of probabilities before log / logit
 
 PriorsLike = str | Prior | Sequence[int] | Iterable[str | Prior]
 
@@ -71,6 +106,62 @@ def _check_form(form: str) -> Form:
     return form  # type: ignore[return-value]
 
 
+def _check_knee(knee: float) -> float:
+    if not 0 < knee <= 1:
+        raise ValueError(f"the knee of the mixed form must be in (0, 1], got {knee}")
+    return float(knee)
+
+
+def _huber(x: torch.Tensor, knee: float) -> torch.Tensor:
+    """``x^2`` for ``x <= knee``, ``2 knee x - knee^2`` beyond (C^1 at the knee)."""
+    return torch.where(x <= knee, x.square(), 2 * knee * x - knee * knee)
+
+
+def rank_bars(
+    births: torch.Tensor,
+    deaths: torch.Tensor,
+    betti_k: int,
+    *,
+    tolerance: float = 0.0,
+    sizes: np.ndarray | None = None,
+    tie: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Which bars the prior keeps and which it kills (Clough et al.'s rule).
+
+    The bars are sorted by length ``|b - d|``, longest first; the ``betti_k``
+    longest are kept (``wanted``), the others are ``excess``, except those
+    shorter than ``tolerance``, which are ignored. Every loss of this module
+    decides with this function.
+
+    Near-ties (optional, ``sizes`` and ``tie > 0``): bars are then ranked by
+    the number of bars *clearly* longer than them (by more than ``tie``), then
+    by ``sizes`` (largest first), then by length. Two saturated components,
+    a ring and a blob both born at 0.999, have lengths that differ by noise;
+    by length alone the one kept is arbitrary, with sizes it is the larger.
+    Only the bars within ``tie`` of the ``betti_k``-th longest can change
+    side, so only their sizes matter. Without ``sizes`` (the default, and
+    what :class:`TopologicalLoss` uses) the rule is the length alone.
+
+    Returns
+    -------
+    wanted, excess:
+        Long tensors of indices into ``births``/``deaths``, longest first.
+    missing:
+        ``max(betti_k - number of bars, 0)``.
+    """
+    lengths = (births - deaths).detach().abs()
+    order = torch.sort(lengths, descending=True).indices
+    if sizes is not None and tie > 0 and 0 < betti_k < lengths.numel():
+        length = lengths.cpu().double().numpy()
+        clearly_longer = length.size - np.searchsorted(np.sort(length), length + tie, side="right")
+        ranked = np.lexsort((-length, -np.asarray(sizes, np.float64), clearly_longer))
+        order = torch.as_tensor(ranked, dtype=torch.long, device=lengths.device)
+    wanted, excess = order[:betti_k], order[betti_k:]
+    if tolerance > 0:
+        excess = excess[lengths[excess] >= tolerance]
+    return wanted, excess, betti_k - wanted.numel()
+
+
 def betti_prior_loss(
     births: torch.Tensor,
     deaths: torch.Tensor,
@@ -78,6 +169,7 @@ def betti_prior_loss(
     form: Form = "squared",
     *,
     tolerance: float = 0.0,
+    knee: float = DEFAULT_KNEE,
 ) -> torch.Tensor:
     """The prior term of one homology dimension.
 
@@ -94,12 +186,24 @@ def betti_prior_loss(
         al., TMI 2022): ``1 - length`` and ``length``. The squared form is
         flat near length 0 (small noise bars get little gradient) and steep
         near length 1; the linear form pushes every bar at the same rate.
+        ``"mixed"``: the Huber function ``h`` of the distance ``x`` to the
+        target length (``x = 1 - length`` for a kept bar, ``length`` for an
+        excess bar): ``h(x) = x^2`` for ``x <= knee``, ``2 knee x - knee^2``
+        beyond, continuous with a continuous derivative. Near the target it is
+        the squared form (a bar almost right is left nearly alone, noise bars
+        get little gradient); far from it the slope stays ``2 knee`` (1 with the
+        default knee 0.5) instead of vanishing: a kept bar of length 0 (a ring
+        open at a low-probability gap) is pushed as hard as in the linear form,
+        where the squared form's ``-2 length`` is 0.
     tolerance:
         Bars shorter than this are left out of the excess sum (the bars beyond
         the ``beta*`` longest). Each such bar would cost less than
         ``tolerance^2`` (``tolerance`` in the linear form); skipping them keeps
         many tiny noise bars from dominating the loss and its gradient. It
         speeds nothing up (the engine computes every bar anyway).
+    knee:
+        Of the ``"mixed"`` form, in ``(0, 1]`` (default 0.5: ``h(x) = x^2`` up
+        to 0.5, ``x - 0.25`` beyond).
 
     Returns
     -------
@@ -107,9 +211,12 @@ def betti_prior_loss(
         A scalar, zero exactly when there are ``beta*`` bars of length 1 and
         no other bar (longer than ``tolerance``). If there are fewer than
         ``beta*`` bars, each missing bar counts as a bar of length 0: a
-        constant 1 with no gradient (nothing to push yet).
+        constant with no gradient (nothing to push yet): 1, or ``h(1)`` (0.75
+        with the default knee) in the mixed form.
     """
     _check_form(form)
+    if form == "mixed":
+        _check_knee(knee)
     if betti_k < 0:
         raise ValueError(f"a Betti number cannot be negative, got {betti_k}")
     if births.shape != deaths.shape or births.ndim != 1:
@@ -117,12 +224,12 @@ def betti_prior_loss(
             f"births and deaths must be 1-D tensors of the same length, got {tuple(births.shape)} "
             f"and {tuple(deaths.shape)}"
         )
+    wanted_idx, excess_idx, missing = rank_bars(births, deaths, betti_k, tolerance=tolerance)
     lengths = (births - deaths).abs()
-    lengths, _ = torch.sort(lengths, descending=True)  # differentiable (a gather)
-    wanted, excess = lengths[:betti_k], lengths[betti_k:]
-    if tolerance > 0:
-        excess = excess[excess >= tolerance]
-    missing = betti_k - wanted.numel()
+    wanted, excess = lengths[wanted_idx], lengths[excess_idx]  # differentiable (a gather)
+    if form == "mixed":
+        one = torch.ones((), dtype=lengths.dtype, device=lengths.device)
+        return _huber(1 - wanted, knee).sum() + _huber(excess, knee).sum() + missing * _huber(one, knee)
     if form == "squared":
         wanted, excess = wanted.square(), excess.square()
     return (1 - wanted).sum() + excess.sum() + missing
@@ -155,6 +262,8 @@ class PriorTerm:
     losses: tuple[torch.Tensor, ...]
     bars: list[Bars]
     diagrams: Persistence
+    #: :class:`DenseTopologicalLoss` only: the critical sets (cells index the ROI crop).
+    critical: tuple = ()
 
     @property
     def loss(self) -> torch.Tensor:
@@ -164,7 +273,7 @@ class PriorTerm:
 
 @dataclass
 class LossTerms:
-    """Everything :meth:`TopologicalLoss.terms` computed.
+    """Everything :meth:`TopologyObjective.terms` computed.
 
     ``priors`` maps each prior's name (``"2"``, ``"1+2"``, ``"foreground"``)
     to its :class:`PriorTerm`; ``roi`` is the region of interest (one slice per
@@ -231,7 +340,26 @@ def _normalise_priors(priors: PriorsLike) -> list[Prior]:
     return items
 
 
-class TopologicalLoss(torch.nn.Module):
+class TopologyObjective(torch.nn.Module, metaclass=abc.ABCMeta):
+    """The interface of every topological loss: what a correction loop calls.
+
+    ``forward(prob)`` returns the scalar loss of one image (no batch axis) and
+    ``terms(prob)`` the :class:`LossTerms` it is the total of (per prior, per
+    dimension, with the bars, for reports). Subclasses implement
+    :meth:`terms`; ``forward`` is its total. Build one by name with
+    :func:`make_topology_loss`.
+    """
+
+    @abc.abstractmethod
+    def terms(self, prob: torch.Tensor) -> LossTerms:
+        """The loss of every prior and dimension, for reports; ``.total`` is the loss."""
+
+    def forward(self, prob: torch.Tensor) -> torch.Tensor:
+        """The scalar loss: the sum over priors and dimensions ``0..ndim-1``."""
+        return self.terms(prob).total
+
+
+class TopologicalLoss(TopologyObjective):
     """Persistent-homology loss of Betti-number priors (Clough et al., TPAMI 2022).
 
     Parameters
@@ -244,8 +372,9 @@ class TopologicalLoss(torch.nn.Module):
     connectivity:
         ``"full"`` (default) or ``"face"``, as everywhere in topofix.
     form:
-        ``"squared"`` (Clough et al., default) or ``"linear"`` (Byrne et al.),
-        see :func:`betti_prior_loss`.
+        ``"squared"`` (Clough et al., default), ``"linear"`` (Byrne et al.)
+        or ``"mixed"`` (squared near the target, linear far from it), see
+        :func:`betti_prior_loss`.
     essential:
         ``"min"`` (default): the essential dimension-0 bar is closed at the
         minimum of the map and counts towards ``beta0``. ``"drop"``: it is
@@ -265,6 +394,20 @@ class TopologicalLoss(torch.nn.Module):
     spatial_dims:
         2 or 3, to say how to read the input's shape; by default it is
         inferred (see :meth:`forward`).
+    knee:
+        Of the ``"mixed"`` form (default 0.5), see :func:`betti_prior_loss`.
+    temperature:
+        ``T > 0`` (default 1: the input as given). With ``T != 1`` the bars
+        are computed on tempered probabilities: ``softmax(log(p) / T)`` over
+        the channels of a softmax input, ``sigmoid(logit(p) / T)`` for a
+        single (sigmoid) map, ``p`` clamped to ``[1e-6, 1 - 1e-6]`` first.
+        This is the softmax of the logits divided by ``T``: ``T > 1`` pulls
+        saturated values off 0 and 1, so that the gradient through the
+        softmax/sigmoid at a confident voxel (``p(1 - p)``, about 0.01 at
+        ``p = 0.01``) does not vanish, and lengthens short bars whose ends are
+        both near 0 or 1. Two-class decisions at 0.5 are unchanged (the
+        argmax is). The region of interest is computed on the untempered
+        foreground, so ``roi_threshold`` keeps its meaning.
 
     Notes
     -----
@@ -322,11 +465,17 @@ class TopologicalLoss(torch.nn.Module):
         roi_margin: int = 2,
         tolerance: float = 0.0,
         spatial_dims: int | None = None,
+        knee: float = DEFAULT_KNEE,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.priors: list[Prior] = _normalise_priors(priors)
         self.connectivity = check_connectivity(connectivity)
-        self.form: Form = _check_form(form)
+        self.form: str = _check_form(form)
+        self.knee = _check_knee(knee)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
         self.essential: Essential = check_essential(essential)
         if roi_margin < 0:
             raise ValueError(f"roi_margin must be >= 0, got {roi_margin}")
@@ -352,7 +501,16 @@ class TopologicalLoss(torch.nn.Module):
             f"priors=[{priors}], connectivity={self.connectivity!r}, form={self.form!r}, "
             f"essential={self.essential!r}, roi_threshold={self.roi_threshold}, "
             f"roi_margin={self.roi_margin}, tolerance={self.tolerance}"
-        )
+        ) + self._extra_options()
+
+    def _extra_options(self) -> str:
+        """Non-default options only: the repr of the defaults stays as it was."""
+        extra = ""
+        if self.form == "mixed":
+            extra += f", knee={self.knee}"
+        if self.temperature != 1:
+            extra += f", temperature={self.temperature}"
+        return extra
 
     def _channels(self, prob: torch.Tensor) -> bool:
         """True when ``prob`` has a leading channel axis."""
@@ -415,27 +573,208 @@ class TopologicalLoss(torch.nn.Module):
                 maps.append(prob[list(p.labels)].sum(0))
         return maps, foreground
 
-    def terms(self, prob: torch.Tensor) -> LossTerms:
-        """The loss of every prior and dimension, with the bars used (for reports)."""
+    def _temper(self, prob: torch.Tensor) -> torch.Tensor:
+        """``softmax(log p / T)`` over channels, or ``sigmoid(logit p / T)`` for a single map."""
+        if self._channels(prob) and prob.shape[0] > 1:
+            return torch.softmax(torch.log(prob.clamp_min(_EPS)) / self.temperature, dim=0)
+        return torch.sigmoid(torch.logit(prob.clamp(_EPS, 1 - _EPS)) / self.temperature)
+
+    def _prepared(
+        self, prob: torch.Tensor
+    ) -> tuple[list[tuple[Prior, tuple[int, ...], torch.Tensor]], tuple[slice, ...]]:
+        """Per prior: (prior, Betti numbers as used, its map cropped to the ROI); and the ROI.
+
+        Shared by every loss of this module: label handling, temperature, ROI and
+        the ``essential="drop"`` adjustment of ``beta0``.
+        """
         maps, foreground = self._maps(prob)
+        if self.temperature != 1:
+            maps, _ = self._maps(self._temper(prob))  # the ROI stays on the untempered foreground
         ndim = foreground.ndim
         roi = roi_slices(foreground, self.roi_threshold, self.roi_margin)
-        result: dict[str, PriorTerm] = {}
+        items = []
         for prior, full_map in zip(self.priors, maps):
             expected = prior.expected(ndim)
             assert expected is not None  # refused at construction
             if self.essential == "drop":
                 expected = (expected[0] - 1,) + expected[1:]
-            bars, diagrams = differentiable_persistence(
-                full_map[roi], self.connectivity, essential=self.essential
-            )
+            items.append((prior, expected, full_map[roi]))
+        return items, roi
+
+    def terms(self, prob: torch.Tensor) -> LossTerms:
+        """The loss of every prior and dimension, with the bars used (for reports)."""
+        items, roi = self._prepared(prob)
+        result: dict[str, PriorTerm] = {}
+        for prior, expected, roi_map in items:
+            bars, diagrams = differentiable_persistence(roi_map, self.connectivity, essential=self.essential)
             losses = tuple(
-                betti_prior_loss(b, d, beta, self.form, tolerance=self.tolerance)
+                betti_prior_loss(b, d, beta, self.form,  # type: ignore[arg-type]
+                                 tolerance=self.tolerance, knee=self.knee)
                 for (b, d), beta in zip(bars, expected)
             )
             result[prior.name] = PriorTerm(prior, expected, losses, bars, diagrams)
         return LossTerms(result, roi)
 
-    def forward(self, prob: torch.Tensor) -> torch.Tensor:
-        """The scalar loss: the sum over priors and dimensions ``0..ndim-1``."""
-        return self.terms(prob).total
+
+class DenseTopologicalLoss(TopologicalLoss):
+    """Topological loss on critical sets (Nigmetov & Morozov, DCG 2024): dense targets.
+
+    The same priors, bars and "which bars are kept" rule as
+    :class:`TopologicalLoss` (:func:`rank_bars`: the ``beta*_k`` longest bars
+    are kept, the others killed, bars shorter than ``tolerance`` ignored), the
+    same labels, region of interest, temperature and ``essential`` handling;
+    but instead of moving the two critical voxels of each bar, it moves every
+    voxel that must change for the bar to be born or to die at the thresholds
+    ``[low, high]`` (see :mod:`topofix.topology.critical_sets` for the rules:
+    an extra component is pushed down whole, a hole filled whole, a ring open
+    at a gap is closed along its gap, a cavity painted over is emptied).
+
+    The sets are recomputed at every call (they follow the map) and turned
+    into a loss by binary cross-entropy between the map ``S`` and each set's
+    target (0 or 1), averaged over the set's voxels, summed over sets::
+
+        L_k = sum_{sets of dimension k} mean_{v in set} BCE(S_v, target)
+
+    **Why cross-entropy.** Its gradient with respect to the logit of a sigmoid
+    (or of a softmax channel) is ``S - target``: about 1 at ``S = 0.01`` with
+    target 1, where the squared loss on the critical pixel gets ``2 l p (1-p)``,
+    nearly 0 twice over (short bar, saturated softmax).
+
+    **Scale.** Averaging over each set makes the gradient of one set with
+    respect to the logits sum to at most 1 in absolute value (``mean |S - t|``),
+    the same order as one bar of the squared or linear form on a
+    non-saturated voxel (``|dL/dl| <= 2`` and ``<= 1``, times ``p (1 - p) <= 1/4``
+    per end); the value is a cross-entropy (``log 2 = 0.69`` per set at
+    ``S = 0.5``, 4.6 at 0.01 from its target), not a squared length, and it is
+    zero exactly when every kept bar is born at or above ``high`` and dies
+    below ``low`` and no other bar (longer than ``tolerance``) is alive in the
+    band ``[low, high]``. Bars alive only below ``low`` (background noise) are
+    left alone. Missing bars (fewer than ``beta*``) contribute nothing.
+
+    Parameters
+    ----------
+    priors, connectivity, essential, roi_threshold, roi_margin, tolerance, spatial_dims, temperature:
+        As for :class:`TopologicalLoss` (there is no ``form`` or ``knee``).
+    low, high:
+        The band of thresholds in which bars are read, ``0 <= low <= high <= 1``
+        (default 0.25 and 0.75, around the 0.5 threshold of the mask).
+    tie:
+        Components (dimension 0) and holes/cavities (dimension ``ndim - 1``)
+        whose lengths are within ``tie`` (default 0.05) of the last kept bar's
+        are ranked by size (voxels, :func:`~topofix.topology.critical_sets.bar_sizes`),
+        largest kept, see :func:`rank_bars`: with saturated probabilities a
+        blob and the ring are born at 0.999 both, and keeping the wrong one
+        would make the dense targets erase the ring. ``0`` uses the length
+        alone, as :class:`TopologicalLoss` does.
+
+    Notes
+    -----
+    In 3D, components (dimension 0) and cavities (dimension 2) have dense sets;
+    tunnels (dimension 1) fall back to their critical voxels, still with the
+    cross-entropy. :attr:`PriorTerm.critical` lists the sets used (cells index
+    the ROI crop).
+    """
+
+    def __init__(
+        self,
+        priors: PriorsLike,
+        *,
+        connectivity: str = DEFAULT_CONNECTIVITY,
+        essential: Essential = "min",
+        roi_threshold: float | None = 0.5,
+        roi_margin: int = 2,
+        tolerance: float = 0.0,
+        spatial_dims: int | None = None,
+        temperature: float = 1.0,
+        low: float = 0.25,
+        high: float = 0.75,
+        tie: float = 0.05,
+    ) -> None:
+        super().__init__(priors, connectivity=connectivity, essential=essential, roi_threshold=roi_threshold,
+                         roi_margin=roi_margin, tolerance=tolerance, spatial_dims=spatial_dims,
+                         temperature=temperature)
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
+        if tie < 0:
+            raise ValueError(f"tie must be >= 0, got {tie}")
+        self.form = "dense"
+        self.low, self.high, self.tie = float(low), float(high), float(tie)
+
+    def _extra_options(self) -> str:
+        return super()._extra_options() + f", low={self.low}, high={self.high}, tie={self.tie}"
+
+    def terms(self, prob: torch.Tensor) -> LossTerms:
+        """The loss of every prior and dimension, with the bars and critical sets (for reports)."""
+        from topofix.topology.critical_sets import bar_sizes, critical_sets
+
+        items, roi = self._prepared(prob)
+        result: dict[str, PriorTerm] = {}
+        for prior, expected, roi_map in items:
+            bars, diagrams = differentiable_persistence(roi_map, self.connectivity, essential=self.essential)
+            flat = roi_map.reshape(-1)
+            values = roi_map.detach().to("cpu", torch.float32).numpy()
+            births, deaths, kept, killed = [], [], [], []
+            minimum = None
+            for dim, (diagram, (b, d), beta) in enumerate(zip(diagrams, bars, expected)):
+                # the cells of the bars exactly as differentiable_persistence gathered them
+                birth_cell, death_cell = diagram.birth_cell, diagram.death_cell
+                if self.essential == "drop":
+                    finite = death_cell >= 0
+                    birth_cell, death_cell = birth_cell[finite], death_cell[finite]
+                elif (death_cell < 0).any():
+                    if minimum is None:
+                        minimum = int(torch.argmin(flat.detach()))
+                    death_cell = np.where(death_cell >= 0, death_cell, minimum)
+                sizes = None
+                if self.tie > 0 and 0 < beta < b.numel() and dim in (0, values.ndim - 1):
+                    length = (b - d).detach().abs().cpu().double().numpy()
+                    near = length >= np.sort(length)[::-1][beta - 1] - self.tie  # the bars that can change side
+                    if near.sum() > beta:
+                        sizes = np.zeros(length.size)
+                        sizes[near] = bar_sizes(values, dim, birth_cell[near], death_cell[near], self.connectivity,
+                                                low=self.low)
+                wanted, excess, _ = rank_bars(b, d, beta, tolerance=self.tolerance, sizes=sizes, tie=self.tie)
+                births.append(birth_cell)
+                deaths.append(death_cell)
+                kept.append(wanted.cpu().numpy())
+                killed.append(excess.cpu().numpy())
+            sets = critical_sets(values, births, deaths, kept, killed, self.connectivity,
+                                 low=self.low, high=self.high)
+            losses = tuple(self._dimension_loss(flat, [s for s in sets if s.dim == k]) for k in range(len(bars)))
+            result[prior.name] = PriorTerm(prior, expected, losses, bars, diagrams, tuple(sets))
+        return LossTerms(result, roi)
+
+    @staticmethod
+    def _dimension_loss(flat: torch.Tensor, sets: list) -> torch.Tensor:
+        """Sum over the sets of the mean binary cross-entropy to their targets."""
+        if not sets:
+            return flat[:0].sum()  # zero, attached to the graph
+        device = flat.device
+        sizes = np.array([s.cells.size for s in sets])
+        cells = torch.as_tensor(np.concatenate([s.cells for s in sets]), dtype=torch.long, device=device)
+        target = torch.as_tensor(np.repeat([s.target for s in sets], sizes), dtype=flat.dtype, device=device)
+        weight = torch.as_tensor(np.repeat(1.0 / sizes, sizes), dtype=flat.dtype, device=device)
+        p = flat[cells].clamp(_EPS, 1 - _EPS)
+        bce = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
+        return (weight * bce).sum()
+
+
+def make_topology_loss(name: str, priors: PriorsLike, **options) -> TopologyObjective:
+    """The topological loss called ``name`` (one of :data:`LOSS_NAMES`).
+
+    ``"squared"``, ``"linear"`` and ``"mixed"`` give a :class:`TopologicalLoss`
+    of that form, ``"dense"`` a :class:`DenseTopologicalLoss`. ``options`` are
+    the constructor's keyword arguments; an option given as ``None`` is left at
+    its default (except ``roi_threshold`` and ``spatial_dims``, where ``None``
+    is a value), so that a loop can pass all its settings whatever the loss:
+    ``make_topology_loss(settings.loss, priors, knee=None, low=None, ...)``.
+    An option that the chosen loss does not have and that is not ``None`` is
+    refused (``TypeError``).
+    """
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown topological loss {name!r}; expected one of {', '.join(LOSS_NAMES)}")
+    keep_none = ("roi_threshold", "spatial_dims")
+    options = {k: v for k, v in options.items() if v is not None or k in keep_none}
+    if name == "dense":
+        return DenseTopologicalLoss(priors, **options)
+    return TopologicalLoss(priors, form=name, **options)  # type: ignore[arg-type]
