@@ -1,4 +1,4 @@
-"""The repair stage (topofix.repair) against independent oracles.
+"""The repair stage (topofix.repairing) against independent oracles.
 
 Betti numbers are checked with scipy.ndimage labelling (2D) or gudhi's cubical
 persistence (3D) from ``tests/oracles.py``, never with ``topofix.betti_numbers``
@@ -13,7 +13,7 @@ import pytest
 from oracles import gudhi_betti, label_betti_2d
 
 from topofix.priors import Prior
-from topofix.repair import _outer_diagrams, _simple_point_table, _thin, repair
+from topofix.repairing import _outer_diagrams, _simple_point_table, _thin, repair
 from topofix.topology.persistence import persistence
 
 MYO, LV, RV = Prior((1, 1), (2,)), Prior((1, 0), (3,)), Prior((1, 0), (1,))

@@ -59,6 +59,12 @@ _EXPORTS: dict[str, str] = {
     "LossTerms": "topofix.losses",
     "PriorTerm": "topofix.losses",
     "betti_prior_loss": "topofix.losses",
+    "TopologyObjective": "topofix.losses",
+    "DenseTopologicalLoss": "topofix.losses",
+    "make_topology_loss": "topofix.losses",
+    "LOSS_NAMES": "topofix.losses",
+    "repair": "topofix.repairing",
+    "RepairResult": "topofix.repairing",
     "Prediction": "topofix.prediction",
     "predict": "topofix.prediction",
     "evaluate": "topofix.evaluation",
@@ -98,6 +104,10 @@ __all__ = [
     "PriorTerm",
     "TopofixError",
     "TopologicalLoss",
+    "TopologyObjective",
+    "DenseTopologicalLoss",
+    "LOSS_NAMES",
+    "RepairResult",
     "betti_matching",
     "betti_numbers",
     "betti_prior_loss",
@@ -106,6 +116,8 @@ __all__ = [
     "check_labels",
     "correct",
     "load_model",
+    "make_topology_loss",
+    "repair",
     "differentiable_persistence",
     "euler_characteristic",
     "evaluate",
@@ -146,7 +158,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.evaluation import EvaluationReport, StructureResult, evaluate
     from topofix.metrics.topology import BettiMatching, betti_matching
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
-    from topofix.losses import LossTerms, PriorTerm, TopologicalLoss, betti_prior_loss
+    from topofix.losses import (
+        LOSS_NAMES,
+        DenseTopologicalLoss,
+        LossTerms,
+        PriorTerm,
+        TopologicalLoss,
+        TopologyObjective,
+        betti_prior_loss,
+        make_topology_loss,
+    )
+    from topofix.repairing import RepairResult, repair
     from topofix.prediction import Prediction, predict
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.report_html import HtmlReport, render_html_report, write_html_report

@@ -35,7 +35,7 @@ Why the loop is shaped this way:
   not slow: measured on the hard benchmark).
 * **Repair stage** (``repair=True``): a part still not meeting its prior after
   fine-tuning is brought to it by the smallest change the probability map
-  supports (:func:`topofix.repair.repair`), within the evidence floor, never
+  supports (:func:`topofix.repairing.repair`), within the evidence floor, never
   making another unit worse.
 * A scan whose mask already meets the prior is returned untouched
   (byte-identical output) unless ``always=True``.
@@ -329,20 +329,14 @@ class _Loop:
 
     def loss_fn(self, priors: Sequence[Prior]):
         """One topological objective per set of (narrowed) priors, built once."""
-        import topofix.losses as losses
+        from topofix.losses import make_topology_loss
 
         key = tuple(p.spec for p in priors)
         if key not in self._losses:
-            if hasattr(losses, "make_topology_loss"):  # TEMP until the loss factory lands
-                self._losses[key] = losses.make_topology_loss(
-                    self.s.form, list(priors), connectivity=self.s.connectivity, temperature=self.s.temperature,
-                    roi_threshold=self.s.roi_threshold, roi_margin=self.s.roi_margin,
-                    spatial_dims=2 if self.per_slice else self.image_ndim)
-            else:
-                self._losses[key] = losses.TopologicalLoss(
-                    list(priors), connectivity=self.s.connectivity, form=self.s.form,
-                    roi_threshold=self.s.roi_threshold, roi_margin=self.s.roi_margin,
-                    spatial_dims=2 if self.per_slice else self.image_ndim)
+            self._losses[key] = make_topology_loss(
+                self.s.form, list(priors), connectivity=self.s.connectivity, temperature=self.s.temperature,
+                roi_threshold=self.s.roi_threshold, roi_margin=self.s.roi_margin,
+                spatial_dims=2 if self.per_slice else self.image_ndim)
         return self._losses[key]
 
     def plane(self, tensor, index: int | None):
@@ -512,7 +506,7 @@ class _Loop:
 
     def repair(self, prob, labels, parts, units, absent):
         """The repair stage on every part still failing; a change that makes a unit worse is undone."""
-        from topofix.repair import repair
+        from topofix.repairing import repair
 
         layout = _loss_input(prob, self.activation).float().cpu().numpy()
         changed, actions = 0, []

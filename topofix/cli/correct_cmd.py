@@ -21,7 +21,6 @@ from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
 
 _DEFAULTS = CorrectionSettings()  # one home for the defaults: the library's
-LOSS_FORMS = ("squared", "linear", "mixed", "dense")
 REPORT_JSON = "topofix_report.json"
 REPORT_CSV = "topofix_report.csv"
 CSV_FIELDS = (
@@ -168,8 +167,10 @@ def correct_command(
         priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
         if not priors:
             raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
-        if loss_form not in LOSS_FORMS:
-            raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_FORMS)}")
+        from topofix.losses import LOSS_NAMES  # torch is needed by correct anyway
+
+        if loss_form not in LOSS_NAMES:
+            raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
         patch = options.parse_patch_size(patch_size)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")

@@ -1,4 +1,4 @@
-"""Numba kernel of the 2D thinning used by :mod:`topofix.repair` (deleting simple points)."""
+"""Numba kernel of the 2D thinning used by :mod:`topofix.repairing` (deleting simple points)."""
 
 from __future__ import annotations
 
