@@ -118,6 +118,7 @@ from topofix.errors import PriorError
 from topofix.priors import Prior
 from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity, neighbourhoods
+from topofix.topology.labelling import label_components
 from topofix.topology.persistence import Diagram, _as_float32, _diagram, _essential
 
 __all__ = ["PriorRepair", "RepairResult", "repair"]
@@ -248,12 +249,7 @@ def _pick_labels(
 
 
 def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    import cc3d
-
-    if not mask.any():
-        return np.zeros(mask.shape, np.uint32), 0
-    lab, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
-    return lab, int(n)
+    return label_components(mask, connectivity)
 
 
 def _border_labels(lab: np.ndarray) -> np.ndarray:

@@ -131,6 +131,7 @@ class Context:
     model: typing.Any
     settings_overrides: dict
     cache: dict = field(default_factory=dict)
+    prior: str = PRIOR  # the 'topofix' method's prior (--prior); v1 and reference keep PRIOR
 
 
 Method = Callable[[Item, Context], Output]
@@ -229,11 +230,11 @@ def unpinned(values: dict) -> list[str]:
     return sorted(set(settings_fields()) - set(values) - set(NEW_FEATURES_OFF))
 
 
-def run_correct(item: Item, ctx: Context, settings) -> Output:
+def run_correct(item: Item, ctx: Context, settings, prior: str = PRIOR) -> Output:
     import topofix
 
     t0 = time.perf_counter()
-    res = topofix.correct(item.image, ctx.model, PRIOR, settings=settings, per_slice=item.per_slice, device="cpu")
+    res = topofix.correct(item.image, ctx.model, prior, settings=settings, per_slice=item.per_slice, device="cpu")
     seconds = time.perf_counter() - t0
     r = res.report
     ran = r.stop_reason not in ("already met", "absent")
@@ -256,7 +257,8 @@ def run_topofix_v1(item: Item, ctx: Context) -> Output:
 def run_topofix(item: Item, ctx: Context) -> Output:
     import topofix
 
-    return run_correct(item, ctx, dataclasses.replace(topofix.CorrectionSettings(), **ctx.settings_overrides))
+    return run_correct(item, ctx, dataclasses.replace(topofix.CorrectionSettings(), **ctx.settings_overrides),
+                       prior=ctx.prior)
 
 
 def parse_settings(text: str | None) -> dict:
@@ -445,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="network,keep_largest_fill,topofix_v1",
                     help=f"comma-separated, from: {', '.join(METHODS)}")
     ap.add_argument("--settings", help="overrides of the 'topofix' method's CorrectionSettings: key=value,...")
+    ap.add_argument("--prior", default=PRIOR,
+                    help=f"prior of the 'topofix' method (default {PRIOR}; e.g. '2=1,1|0,0': a ring, or absent)")
     ap.add_argument("--noise", help="noise levels, e.g. 0.00,0.06 (default: all)")
     ap.add_argument("--limit", type=int, help="at most this many cases (2D slices and stacks), spread over kinds")
     ap.add_argument("--only", choices=("2d", "stacks"), help="only 2D slices or only stacks")
@@ -483,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_settings(args.settings)
     noise = [f"{float(v):.2f}" for v in args.noise.split(",")] if args.noise else None
     items = load_items(args.data, noise, args.limit, args.only)
-    ctx = Context(model=topofix.load_model(str(args.model), device="cpu"), settings_overrides=overrides)
+    ctx = Context(model=topofix.load_model(str(args.model), device="cpu"), settings_overrides=overrides,
+                  prior=args.prior)
     # the network's own verdict per slice (needed for "seconds per broken slice")
     net_broken = {}
     for it in items:
@@ -497,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": dataclasses.asdict(make_settings(dict(TOPOFIX_V1, **REFERENCE))),
         "topofix_v1": dataclasses.asdict(make_settings(TOPOFIX_V1)),
         "topofix": dataclasses.asdict(dataclasses.replace(topofix.CorrectionSettings(), **overrides)),
+        "topofix_prior": args.prior,
         "unpinned_fields_v1": unpinned(TOPOFIX_V1),
     }
     if settings_used["unpinned_fields_v1"]:

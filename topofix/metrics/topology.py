@@ -193,12 +193,9 @@ class BettiMatching:
 
 
 def _label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    import cc3d  # local: keeps `import topofix` light
+    from topofix.topology.labelling import label_components
 
-    if not mask.any():
-        return np.zeros(mask.shape, np.uint32), 0
-    labels, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
-    return labels, int(n)
+    return label_components(mask, connectivity)
 
 
 def _crop_union(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity, neighbourhoods
+from topofix.topology.labelling import label_components
 
 
 def _as_bool_mask(mask: Any) -> np.ndarray:
@@ -55,12 +56,7 @@ def _crop_to_foreground(mask: np.ndarray) -> np.ndarray | None:
 
 
 def _count_components(mask: np.ndarray, connectivity: int) -> int:
-    import cc3d  # local: keeps `import topofix` light
-
-    if not mask.any():
-        return 0
-    _, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
-    return int(n)
+    return label_components(mask, connectivity)[1]
 
 
 def _window_counts(mask: np.ndarray, op: np.ufunc) -> list[int]:
