@@ -626,8 +626,11 @@ class DenseTopologicalLoss(TopologicalLoss):
     but instead of moving the two critical voxels of each bar, it moves every
     voxel that must change for the bar to be born or to die at the thresholds
     ``[low, high]`` (see :mod:`topofix.topology.critical_sets` for the rules:
-    an extra component is pushed down whole, a hole filled whole, a ring open
-    at a gap is closed along its gap, a cavity painted over is emptied).
+    an extra component is either pushed down whole or joined to an older
+    structure along its cheapest bridge, an extra hole either filled whole or
+    opened along the weakest path through its wall, whichever changes the map
+    less; a ring open at a gap is closed along its gap, a cavity painted over
+    is emptied).
 
     The sets are recomputed at every call (they follow the map) and turned
     into a loss by binary cross-entropy between the map ``S`` and each set's
@@ -666,6 +669,12 @@ class DenseTopologicalLoss(TopologicalLoss):
         blob and the ring are born at 0.999 both, and keeping the wrong one
         would make the dense targets erase the ring. ``0`` uses the length
         alone, as :class:`TopologicalLoss` does.
+    side:
+        ``"cheaper"`` (default): a killed component or hole dies by the side
+        that changes the map less (erase or join; fill or open), as Nigmetov &
+        Morozov do; ``"erase-fill"``: always erase extra components and fill
+        extra holes (the earlier rule, which erases a whole ring when a
+        confident blob attached to it by a weak bridge is elder).
 
     Notes
     -----
@@ -689,7 +698,10 @@ class DenseTopologicalLoss(TopologicalLoss):
         low: float = 0.25,
         high: float = 0.75,
         tie: float = 0.05,
+        side: str = "cheaper",
     ) -> None:
+        from topofix.topology.critical_sets import SIDES
+
         super().__init__(priors, connectivity=connectivity, essential=essential, roi_threshold=roi_threshold,
                          roi_margin=roi_margin, tolerance=tolerance, spatial_dims=spatial_dims,
                          temperature=temperature)
@@ -697,11 +709,14 @@ class DenseTopologicalLoss(TopologicalLoss):
             raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
         if tie < 0:
             raise ValueError(f"tie must be >= 0, got {tie}")
+        if side not in SIDES:
+            raise ValueError(f"unknown side {side!r}; expected one of {', '.join(SIDES)}")
         self.form = "dense"
         self.low, self.high, self.tie = float(low), float(high), float(tie)
+        self.side = side
 
     def _extra_options(self) -> str:
-        return super()._extra_options() + f", low={self.low}, high={self.high}, tie={self.tie}"
+        return super()._extra_options() + f", low={self.low}, high={self.high}, tie={self.tie}, side={self.side!r}"
 
     def terms(self, prob: torch.Tensor) -> LossTerms:
         """The loss of every prior and dimension, with the bars and critical sets (for reports)."""
@@ -739,7 +754,7 @@ class DenseTopologicalLoss(TopologicalLoss):
                 kept.append(wanted.cpu().numpy())
                 killed.append(excess.cpu().numpy())
             sets = critical_sets(values, births, deaths, kept, killed, self.connectivity,
-                                 low=self.low, high=self.high)
+                                 low=self.low, high=self.high, side=self.side)
             losses = tuple(self._dimension_loss(flat, [s for s in sets if s.dim == k]) for k in range(len(bars)))
             result[prior.name] = PriorTerm(prior, expected, losses, bars, diagrams, tuple(sets))
         return LossTerms(result, roi)
