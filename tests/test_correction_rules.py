@@ -193,3 +193,22 @@ def test_report_records_absent_slices_of_a_stack(floor):
     prior = result.report.priors[0]
     assert prior.absent_slices == ([0] if floor > 0.25 else [])
     assert not result.labels[0].any()  # an empty slice of a stack is never filled in
+
+
+def test_escalation_raises_the_learning_rate_only_after_a_plateau():
+    """Stuck scan, plateau 3, two escalations by 10: steps 0-3 at lr, 3-6 at 10 lr, 6-9 at 100 lr, then
+    stop. Adam moves a parameter by about lr per step whatever the gradient's size, so the replayed
+    network's weight trajectory shows the learning rate in force."""
+    stuck = ring(gap=True).astype(np.uint8)
+    model = Replay([logits(stuck, 2)] * 100)
+    weights = []
+    model.register_forward_hook(lambda m, i, o: weights.append(float(m.weight.detach())))
+    image = np.ones((24, 24), np.float32)  # a non-zero input: the weight gets a gradient
+    settings = CorrectionSettings(steps=100, lr=1e-3, lam=10.0, patience=1, plateau=3, escalate=2,
+                                  escalate_factor=10.0, repair=False, evidence_floor=0.0)
+    result = topofix.correct(image, model, "1=1,1", settings=settings, contract=CONTRACT)
+    assert result.report.stop_reason == "plateau" and result.report.steps == 9 and model.calls == 10
+    moves = np.abs(np.diff(weights))
+    np.testing.assert_allclose(moves[:3], 1e-3, rtol=0.2)
+    np.testing.assert_allclose(moves[3:6], 1e-2, rtol=0.2)
+    np.testing.assert_allclose(moves[6:9], 1e-1, rtol=0.2)

@@ -80,7 +80,12 @@ class CorrectionSettings:
     patience:
         A part is done once its mask met the prior at this many consecutive steps.
     plateau:
-        Stop when no part's Betti error improved for this many steps (``None``: never).
+        Stop when no part made progress for this many steps (``None``: never): progress is a
+        lower Betti error, or a topological term 0.5% below its best so far.
+    escalate, escalate_factor:
+        On a plateau, up to ``escalate`` times, multiply the learning rate by
+        ``escalate_factor`` and divide lambda by it, instead of stopping: gentle
+        settings first, stronger ones only while the Betti error does not fall.
     evidence_floor:
         A structure whose probability stays below this in a unit is ``absent``:
         left as predicted. Also the lowest level at which the repair stage may
@@ -104,6 +109,8 @@ class CorrectionSettings:
     roi_margin: int = 2
     patience: int = 3
     plateau: int | None = None
+    escalate: int = 0
+    escalate_factor: float = 10.0
     evidence_floor: float = 0.0
     repair: bool = False
     always: bool = False
@@ -187,6 +194,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+PLATEAU_PROGRESS = 0.005
+"""Relative fall of a part's topological term that counts as progress for the plateau rule."""
+
+
 @dataclass
 class _Part:
     """A failing slice (``index``) or the whole scan (``index=None``), and its best iterate so far."""
@@ -201,6 +212,7 @@ class _Part:
     best_prob: Any = None
     best_labels: np.ndarray | None = None
     best_error: int = 0
+    best_topo: float = math.inf
     last_improved: int = 0
 
 
@@ -376,6 +388,7 @@ class _Loop:
         optimizer = self.fresh_optimizer(self.module, s.lr)
         stop_reason = "max steps"
         step = 0
+        lam, escalations = s.lam, 0
         while True:
             if not bool(torch.isfinite(prob.detach()).all()):  # the network broke: keep what was eligible
                 stop_reason = "non-finite"
@@ -401,12 +414,21 @@ class _Loop:
                     self.consider(part, step, prob, labels, units, units0, part_values[id(part)])
             if s.plateau is not None and all(
                     p.done_step is not None or step - p.last_improved >= s.plateau for p in parts):
-                stop_reason = "plateau"
-                break
+                if escalations >= s.escalate:
+                    stop_reason = "plateau"
+                    break
+                # escalation: stuck with gentle settings, try stronger ones (never-worse and the
+                # evidence floor still guard what is kept)
+                escalations += 1
+                lam *= s.escalate_factor ** -1
+                for group in optimizer.param_groups:
+                    group["lr"] *= s.escalate_factor
+                for p in parts:
+                    p.last_improved = step
             if step == s.steps:
                 break
             optimizer.zero_grad(set_to_none=True)
-            (topo + s.lam * similarity).backward()
+            (topo + lam * similarity).backward()
             optimizer.step()
             step += 1
             prob = self.run_network(grad=step < s.steps)
@@ -461,11 +483,14 @@ class _Loop:
         among them the lowest objective is kept (the start always qualifies).
         """
         error = sum(units[u].error for u in part.units)
-        if error < part.best_error:
-            part.last_improved = step
-            part.best_error = error
-        eligible = all(units[u].error <= units0[u].error for u in part.units)
         topo_value, sim_value = values
+        # progress: a lower Betti error, or a topological term clearly lower than its best so far (a
+        # ring's bar lengthening step by step before the ring closes is progress, not a plateau)
+        if error < part.best_error or topo_value < part.best_topo * (1 - PLATEAU_PROGRESS):
+            part.last_improved = step
+        part.best_error = min(part.best_error, error)
+        part.best_topo = min(part.best_topo, topo_value)
+        eligible = all(units[u].error <= units0[u].error for u in part.units)
         objective = topo_value + self.s.lam * sim_value
         if eligible and (part.best_objective is None or objective < part.best_objective):
             part.best_objective = objective
