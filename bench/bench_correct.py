@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from topofix import CorrectionSettings, TopologicalLoss, betti_numbers, correct
-from topofix.correction import _meets
+from topofix.assessment import assess
 from topofix.models.contract import ModelContract, resolve_contract
 from topofix.models.inference import (
     labels_from_probabilities,
@@ -144,7 +144,7 @@ def timed_steps(net, image: np.ndarray, prior: str, settings: CorrectionSettings
             prob = predict_probabilities(net, x, contract, grad=True)
             t1 = time.perf_counter()
             labels = labels_from_probabilities(prob.detach(), contract, threshold=settings.threshold)
-            _meets(labels, priors, settings.connectivity, None)
+            assess(labels, priors, connectivity=settings.connectivity, per_slice=None)  # what the loop checks per step
             t2 = time.perf_counter()
             topo = loss_fn(prob)
             similarity = torch.mean((prob - s0) ** 2)

@@ -212,3 +212,15 @@ def test_escalation_raises_the_learning_rate_only_after_a_plateau():
     np.testing.assert_allclose(moves[:3], 1e-3, rtol=0.2)
     np.testing.assert_allclose(moves[3:6], 1e-2, rtol=0.2)
     np.testing.assert_allclose(moves[6:9], 1e-1, rtol=0.2)
+
+
+def test_a_structure_with_evidence_is_not_fixed_by_erasing_it():
+    """'1=1,1|0,0' is met by an empty mask, but a broken ring the network does see must not be
+    'corrected' by erasing it (found on the hard benchmark: an escalated step emptied a gap slice,
+    Dice 0.82 -> 0). Only the evidence floor decides absence."""
+    broken = ring(gap=True).astype(np.uint8)
+    empty = np.zeros_like(broken)
+    frames = [logits(broken, 2)] + [logits(empty, 2)] * 30
+    result, _ = run(frames, "1=1,1|0,0")
+    np.testing.assert_array_equal(result.labels, broken)
+    assert not result.report.met_after and betti_2d(result.labels.astype(bool)) == (1, 0)

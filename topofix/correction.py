@@ -334,10 +334,31 @@ class _Loop:
         self.fresh_optimizer = fresh_optimizer
         self.module = module
         self._losses: dict[tuple[str, ...], Any] = {}
+        self.targets: dict[Unit, Prior] = {}
 
     # -- what a step produces ----------------------------------------------------------
     def assess(self, labels: np.ndarray) -> dict[Unit, UnitStatus]:
-        return assess(labels, self.priors, connectivity=self.s.connectivity, per_slice=self.per_slice)
+        """Every unit's status; a structure present at the start is judged against its own target.
+
+        A prior such as ``2=1,1|0,0`` is met by an absent structure, but deciding that a
+        structure is absent is the evidence floor's job, not the optimiser's: a ring the network
+        does see must not be "fixed" by erasing it. So a unit present at step 0 is judged against
+        the alternative it was narrowed to (:meth:`narrow_targets`).
+        """
+        return self.retarget(assess(labels, self.priors, connectivity=self.s.connectivity,
+                                    per_slice=self.per_slice))
+
+    def retarget(self, units: dict[Unit, UnitStatus]) -> dict[Unit, UnitStatus]:
+        for unit, target in self.targets.items():
+            st = units[unit]
+            units[unit] = UnitStatus(st.prior, st.slice_index, st.betti, target.is_met(st.betti),
+                                     int(target.error(st.betti)), st.empty)
+        return units
+
+    def narrow_targets(self, units0: dict[Unit, UnitStatus], absent: set[Unit]) -> None:
+        """The alternative each present structure is held to (see :func:`_narrow`)."""
+        self.targets = {u: _narrow(st.prior, st.betti) for u, st in units0.items()
+                        if not st.empty and u not in absent}
 
     def loss_fn(self, priors: Sequence[Prior]):
         """One topological objective per set of (narrowed) priors, built once."""
@@ -374,6 +395,8 @@ class _Loop:
         seen = evidence(layout0, self.priors, self.per_slice)
         # no evidence: nothing to correct from (an empty slice of a stack is met, but still reported absent)
         absent = {u for u, st in units0.items() if (st.empty or not st.met) and seen.get(u, 0.0) < s.evidence_floor}
+        self.narrow_targets(units0, absent)
+        units0 = self.retarget(units0)  # the same Betti numbers, judged against the targets
         failing = [u for u, st in units0.items() if not st.met and u not in absent]
         curve: list[tuple[float, float]] = []
         if not failing and not s.always:
@@ -438,19 +461,16 @@ class _Loop:
         """The failing slices (or the whole scan), each with the priors its loss pushes toward.
 
         A prior that lists alternatives is narrowed to the one nearest to the
-        mask (among those that keep the structure: the structure has evidence
-        here); absent units are left out of the loss.
+        mask among those that keep the structure (:meth:`narrow_targets`);
+        absent and empty units are left out of the loss.
         """
         indices = sorted({u[1] for u in failing}, key=lambda i: -1 if i is None else i)
         parts = []
         for index in indices:
             units = [u for u in units0 if u[1] == index]
-            loss_priors = []
-            for u in units:
-                if u in absent:
-                    continue
-                st = units0[u]
-                loss_priors.append(_narrow(st.prior, st.betti))
+            # the present structures, held to their targets; absent and empty ones stay out of the
+            # loss (never-worse keeps them as they are)
+            loss_priors = [self.targets[u] for u in units if u in self.targets]
             parts.append(_Part(index, units, loss_priors, best_error=sum(units0[u].error for u in units)))
         return parts
 
@@ -539,7 +559,8 @@ class _Loop:
             if all(units[u].met for u in part.units):
                 continue
             before = self.plane_labels(labels, part.index)
-            narrowed = [_narrow(units[u].prior, units[u].betti) for u in part.units if u not in absent]
+            narrowed = [self.targets.get(u) or _narrow(units[u].prior, units[u].betti)
+                        for u in part.units if u not in absent]
             if not narrowed:
                 continue
             plane_prob = take_slice(layout, self.per_slice, part.index, channels=True) \

@@ -1,0 +1,54 @@
+"""No evidence, no invention: a real network on a slice without a heart.
+
+The demo network (sample_data/models) on the hard benchmark's apical slice below the
+heart (bench/quality/data, stack_b slice 9; the ground truth has no myocardium) gives
+the myocardium a probability of at most ~0.05. `correct` must leave it as predicted
+and say "absent", not fine-tune toward a ring. Topofix before the evidence floor ran
+100 steps there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import topofix
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "sample_data" / "models" / "demo_unet.pt"
+SLICE = ROOT / "bench" / "quality" / "data" / "images" / "sigma0.00" / "stack_b.nii.gz"
+LABEL = ROOT / "bench" / "quality" / "data" / "labels" / "stack_b.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def no_heart():
+    image = topofix.read_image(SLICE).array[9].astype(np.float32)
+    truth = topofix.read_mask(LABEL).array[9]
+    assert not (truth == 2).any()  # the ground truth: no myocardium on this slice
+    return image
+
+
+def test_slice_without_a_heart_is_left_as_predicted(no_heart):
+    model = topofix.load_model(MODEL, device="cpu")
+    settings = topofix.CorrectionSettings(evidence_floor=0.2)
+    result = topofix.correct(no_heart, model, "2=1,1", settings=settings, device="cpu")
+    report = result.report
+    assert report.stop_reason == "absent" and report.steps == 0 and report.absent
+    assert report.priors[0].absent and not report.met_after  # reported, not hidden
+    np.testing.assert_array_equal(result.labels, result.original_labels)
+    assert not (result.labels == 2).any()
+    # a ring-or-absent prior is met as it is
+    result = topofix.correct(no_heart, model, "2=1,1|0,0", settings=settings, device="cpu")
+    assert result.report.met_after and result.report.stop_reason in ("already met", "absent")
+    np.testing.assert_array_equal(result.labels, result.original_labels)
+
+
+def test_without_the_floor_the_loop_would_run(no_heart):
+    """The same slice with the floor at 0: the structure counts as present and broken, the loop runs:
+    what the floor prevents is real on this network."""
+    model = topofix.load_model(MODEL, device="cpu")
+    settings = topofix.CorrectionSettings(evidence_floor=0.0, steps=5, plateau=None, repair=False)
+    result = topofix.correct(no_heart, model, "2=1,1", settings=settings, device="cpu")
+    assert result.report.stop_reason != "absent" and result.report.steps == 5
