@@ -356,9 +356,13 @@ class _Loop:
         return units
 
     def narrow_targets(self, units0: dict[Unit, UnitStatus], absent: set[Unit]) -> None:
-        """The alternative each present structure is held to (see :func:`_narrow`)."""
+        """The alternative each structure with evidence is held to (see :func:`_narrow`).
+
+        Present structures, and empty ones that fail their prior while the network
+        gives them probability above the floor (a faint structure may be real).
+        """
         self.targets = {u: _narrow(st.prior, st.betti) for u, st in units0.items()
-                        if not st.empty and u not in absent}
+                        if u not in absent and (not st.empty or not st.met)}
 
     def loss_fn(self, priors: Sequence[Prior]):
         """One topological objective per set of (narrowed) priors, built once."""
@@ -468,8 +472,8 @@ class _Loop:
         parts = []
         for index in indices:
             units = [u for u in units0 if u[1] == index]
-            # the present structures, held to their targets; absent and empty ones stay out of the
-            # loss (never-worse keeps them as they are)
+            # the structures with evidence, held to their targets; absent ones, and empty ones that
+            # meet their prior, stay out of the loss (never-worse keeps them as they are)
             loss_priors = [self.targets[u] for u in units if u in self.targets]
             parts.append(_Part(index, units, loss_priors, best_error=sum(units0[u].error for u in units)))
         return parts
