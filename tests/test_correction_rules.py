@@ -72,7 +72,8 @@ CONTRACT = ModelContract(normalize="none", activation="softmax", pad_multiple=1,
 def run(frames, priors, image=None, **settings):
     model = Replay(frames)
     image = np.zeros(frames[0].shape[1:], np.float32) if image is None else image
-    base = dict(steps=20, lr=1e-3, lam=10.0, patience=1, plateau=None, repair=False, evidence_floor=0.0)
+    base = dict(steps=20, lr=1e-3, lam=10.0, patience=1, plateau=None, escalate=0, repair=False, evidence_floor=0.0,
+                form="squared")
     base.update(settings)
     return topofix.correct(image, model, priors, settings=CorrectionSettings(**base), contract=CONTRACT), model
 

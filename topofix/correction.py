@@ -103,16 +103,16 @@ class CorrectionSettings:
     lam: float = 100.0
     threshold: float = 0.5
     connectivity: str = DEFAULT_CONNECTIVITY
-    form: str = "squared"
+    form: str = "mixed"
     temperature: float = 1.0
     roi_threshold: float | None = 0.5
     roi_margin: int = 2
     patience: int = 3
-    plateau: int | None = None
-    escalate: int = 0
+    plateau: int | None = 15
+    escalate: int = 1
     escalate_factor: float = 10.0
-    evidence_floor: float = 0.0
-    repair: bool = False
+    evidence_floor: float = 0.2
+    repair: bool = True
     always: bool = False
     seed: int | None = 0
 

@@ -132,7 +132,8 @@ def correct_command(
     lam: Annotated[float, typer.Option("--lambda", min=0.0, help="Weight of the similarity term: mean squared difference between current and original probabilities.", rich_help_panel="Optimisation")] = _DEFAULTS.lam,
     loss_form: Annotated[str, typer.Option("--loss", help="Topological objective: squared (Clough et al.), linear (Byrne et al.), mixed (squared near the target, linear far from it) or dense (every pixel that must change for a bar to be born or die, with gradients that survive saturated probabilities).", rich_help_panel="Optimisation")] = _DEFAULTS.form,
     temperature: Annotated[float, typer.Option("--temperature", min=1.0, help="Compute the bars on tempered probabilities softmax(log p / T): T > 1 keeps gradients alive where the network is confident.", rich_help_panel="Optimisation")] = _DEFAULTS.temperature,
-    plateau: Annotated[int, typer.Option("--plateau", min=0, help="Stop when the Betti error has not improved for this many steps (0: never; run --steps).", rich_help_panel="Optimisation")] = _DEFAULTS.plateau or 0,
+    plateau: Annotated[int, typer.Option("--plateau", min=0, help="A failing scan (slice) that made no progress (lower Betti error, or topological loss 0.5%% below its best) for this many steps is stuck: escalate, or stop (0: never; run --steps).", rich_help_panel="Optimisation")] = _DEFAULTS.plateau or 0,
+    escalate: Annotated[int, typer.Option("--escalate", min=0, help="On a plateau, this many times, multiply --lr by 10 and divide --lambda by 10 before stopping (gentle first, stronger only while stuck; never-worse and the evidence floor still apply).", rich_help_panel="Optimisation")] = _DEFAULTS.escalate,
     evidence_floor: Annotated[float, typer.Option("--evidence-floor", min=0.0, max=1.0, metavar="P", help="A structure whose probability stays below P in a scan (or slice) is reported absent and left as predicted; the repair stage never closes a loop or keeps a component below P.", rich_help_panel="Optimisation")] = _DEFAULTS.evidence_floor,
     repair: Annotated[bool, typer.Option("--repair/--no-repair", help="When fine-tuning stops without meeting the prior, bring the mask to it by the smallest change the probability map supports (remove/fill in order of persistence, close loops along the most probable path above the evidence floor).", rich_help_panel="Optimisation")] = _DEFAULTS.repair,
     roi: Annotated[bool, typer.Option("--roi/--no-roi", help="Compute the topological term in the bounding box of the foreground (probability >= 0.5) plus 2 voxels.", rich_help_panel="Optimisation")] = True,
@@ -214,7 +215,8 @@ def correct_command(
 
     settings = CorrectionSettings(
         steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
-        temperature=temperature, plateau=plateau or None, evidence_floor=evidence_floor, repair=repair,
+        temperature=temperature, plateau=plateau or None, escalate=escalate, evidence_floor=evidence_floor,
+        repair=repair,
         roi_threshold=0.5 if roi else None, always=always, seed=seed,
     )
     contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple)
