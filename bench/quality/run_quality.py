@@ -67,7 +67,7 @@ SPACING_2D = (1.25, 1.25)  # (y, x) mm
 REFERENCE = dict(steps=100, lr=1e-5, lam=1000.0, form="linear", roi_threshold=0.5)  # Byrne et al.
 TOPOFIX_V1 = dict(steps=100, lr=1e-4, lam=100.0, threshold=0.5, connectivity="full", form="squared",
                   roi_threshold=0.5, roi_margin=2, patience=3, always=False, seed=0)
-NEW_FEATURES_OFF = dict(temperature=1.0, plateau=None, evidence_floor=0.0, repair=False)
+NEW_FEATURES_OFF = dict(temperature=1.0, plateau=None, escalate=0, evidence_floor=0.0, repair=False)
 # TODO: pin here any other field added to CorrectionSettings later (e.g. early_stop=...).
 
 
