@@ -205,7 +205,7 @@ def test_escalation_raises_the_learning_rate_only_after_a_plateau():
     weights = []
     model.register_forward_hook(lambda m, i, o: weights.append(float(m.weight.detach())))
     image = np.ones((24, 24), np.float32)  # a non-zero input: the weight gets a gradient
-    settings = CorrectionSettings(steps=100, lr=1e-3, lam=10.0, patience=1, plateau=3, escalate=2,
+    settings = CorrectionSettings(steps=100, lr=1e-3, lam=10.0, form="squared", patience=1, plateau=3, escalate=2,
                                   escalate_factor=10.0, repair=False, evidence_floor=0.0)
     result = topofix.correct(image, model, "1=1,1", settings=settings, contract=CONTRACT)
     assert result.report.stop_reason == "plateau" and result.report.steps == 9 and model.calls == 10
