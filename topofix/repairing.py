@@ -119,6 +119,7 @@ from topofix.priors import Prior
 from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity, neighbourhoods
 from topofix.topology.labelling import label_components
+from topofix.topology.regions import bounding_box
 from topofix.topology.persistence import Diagram, _as_float32, _diagram, _essential
 
 __all__ = ["PriorRepair", "RepairResult", "repair"]
@@ -283,15 +284,7 @@ def _crop_box(mask: np.ndarray, prob: np.ndarray, floor: float, margin: int = 1)
     Betti numbers, holes and every bar born at or above the floor are the same
     in the box as in the whole image.
     """
-    region = mask | (prob >= floor)
-    box = []
-    for axis in range(region.ndim):
-        other = tuple(a for a in range(region.ndim) if a != axis)
-        nz = np.flatnonzero(region.any(axis=other))
-        if nz.size == 0:
-            return None
-        box.append(slice(max(int(nz[0]) - margin, 0), min(int(nz[-1]) + 1 + margin, region.shape[axis])))
-    return tuple(box)
+    return bounding_box(mask | (prob >= floor), margin)
 
 
 def _dilate(mask: np.ndarray, connectivity: int) -> np.ndarray:

@@ -200,15 +200,11 @@ def _label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
 
 def _crop_union(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Both masks cropped to the bounding box of their union, padded by one background voxel."""
-    union = p | g
-    slices = []
-    for axis in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != axis)
-        nonzero = np.flatnonzero(union.any(axis=other))
-        if nonzero.size == 0:
-            return None
-        slices.append(slice(int(nonzero[0]), int(nonzero[-1]) + 1))
-    box = tuple(slices)
+    from topofix.topology.regions import bounding_box
+
+    box = bounding_box(p | g)
+    if box is None:
+        return None
     return np.pad(p[box], 1), np.pad(g[box], 1)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity, neighbourhoods
 from topofix.topology.labelling import label_components
+from topofix.topology.regions import bounding_box
 
 
 def _as_bool_mask(mask: Any) -> np.ndarray:
@@ -45,14 +46,8 @@ def _as_bool_mask(mask: Any) -> np.ndarray:
 
 def _crop_to_foreground(mask: np.ndarray) -> np.ndarray | None:
     """The foreground's bounding box padded by one background voxel, or None if empty."""
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nonzero = np.flatnonzero(mask.any(axis=other))
-        if nonzero.size == 0:
-            return None
-        slices.append(slice(nonzero[0], nonzero[-1] + 1))
-    return np.pad(mask[tuple(slices)], 1)
+    box = bounding_box(mask)
+    return None if box is None else np.pad(mask[box], 1)
 
 
 def _count_components(mask: np.ndarray, connectivity: int) -> int:
