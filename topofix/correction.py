@@ -115,7 +115,7 @@ class CorrectionSettings:
     roi_margin: int = 2
     patience: int = 3
     plateau: int | None = 15
-    escalate: int = 1
+    escalate: int = 0
     escalate_factor: float = 10.0
     evidence_floor: float = 0.2
     repair: bool = True
