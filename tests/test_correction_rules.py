@@ -184,7 +184,7 @@ def test_slices_that_meet_their_prior_are_not_changed_for_their_neighbours():
 @pytest.mark.parametrize("floor", [0.0, 0.3])
 def test_report_records_absent_slices_of_a_stack(floor):
     """A stack whose first slice has nothing (probability 0.25 at most): absent only above that floor."""
-    good, broken = ring().astype(np.uint8), ring(gap=True).astype(np.uint8)
+    broken = ring(gap=True).astype(np.uint8)
     empty = np.zeros((2, 24, 24), np.float32)
     empty[1] = np.log(0.25 / 0.75)
     model = Replay([np.stack([empty, logits(broken, 2)])] * 40)
@@ -225,3 +225,23 @@ def test_a_structure_with_evidence_is_not_fixed_by_erasing_it():
     result, _ = run(frames, "1=1,1|0,0")
     np.testing.assert_array_equal(result.labels, broken)
     assert not result.report.met_after and betti_2d(result.labels.astype(bool)) == (1, 0)
+
+
+def test_repair_stage_finishes_what_fine_tuning_left_and_is_reported():
+    """A ring whose gap stays at p = 0.3 at every step (fine-tuning is stuck): the repair stage
+    closes it along the gap (the loop exists at level 0.3, above the floor 0.2); without the
+    stage the ring stays open."""
+    broken = ring(gap=True)
+    gap = ring() & ~broken
+    frame = logits(broken.astype(np.uint8), 2)
+    frame[1][gap] = np.log(0.3 / 0.7)  # channel 1 at p = 0.3 in the gap: argmax background
+    frame[0][gap] = 0.0
+    result, _ = run([frame] * 10, "1=1,1", repair=True, evidence_floor=0.2, steps=5)
+    report = result.report
+    assert report.repaired and report.repair_changed > 0 and report.met_after
+    assert betti_2d(result.labels.astype(bool)) == (1, 1)
+    changed = result.labels.astype(bool) != broken
+    assert changed.sum() == report.repair_changed and (gap | ~changed).all()  # only gap pixels changed
+    assert any("closed loop" in a for a in report.repair_actions)
+    result, _ = run([frame] * 10, "1=1,1", repair=False, evidence_floor=0.2, steps=5)
+    assert not result.report.repaired and betti_2d(result.labels.astype(bool)) == (1, 0)

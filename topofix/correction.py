@@ -495,7 +495,7 @@ class _Loop:
             total = total + term
             diff = self.plane(prob.detach(), part.index) - self.plane(s0, part.index)
             values[id(part)] = (float(term.detach()), float(diff.square().mean()))
-        similarity = torch_mean_square(prob, s0)
+        similarity = ((prob - s0) ** 2).mean()
         return total, similarity, values
 
     def check_met(self, part: _Part, step: int, prob, labels, units) -> None:
@@ -588,7 +588,8 @@ class _Loop:
                 labels = candidate
                 units = after
                 changed += n
-            actions.extend(f"{_where(part.index)}{e['prior']}: {a}" for e in _entries(result) for a in e["actions"])
+            actions.extend(f"{_where(part.index)}{entry.prior}: {action}"
+                           for entry in result.per_prior for action in entry.actions)
         return labels, changed, actions
 
     # -- report ------------------------------------------------------------------------
@@ -656,10 +657,6 @@ class _Loop:
         return entries
 
 
-def torch_mean_square(prob, s0):
-    return ((prob - s0) ** 2).mean()
-
-
 def _narrow(prior: Prior, betti: Sequence[int]) -> Prior:
     """The alternative of ``prior`` the loss should push toward from ``betti``.
 
@@ -675,16 +672,6 @@ def _narrow(prior: Prior, betti: Sequence[int]) -> Prior:
 def _where(index: int | None) -> str:
     return "" if index is None else f"slice {index}: "
 
-
-def _entries(result) -> list[dict[str, Any]]:
-    """Per-prior entries of a repair result as dicts (``prior``, ``actions``)."""
-    rows = []
-    for entry in getattr(result, "per_prior", []):
-        if isinstance(entry, dict):
-            rows.append({"prior": entry.get("prior", "?"), "actions": list(entry.get("actions", []))})
-        else:
-            rows.append({"prior": getattr(entry, "prior", "?"), "actions": list(getattr(entry, "actions", []))})
-    return rows
 
 
 def _loss_input(prob, activation: str):

@@ -60,7 +60,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
