@@ -9,6 +9,7 @@ and say "absent", not fine-tune toward a ring. Topofix before the evidence floor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,24 @@ def test_without_the_floor_the_loop_would_run(no_heart):
     settings = topofix.CorrectionSettings(evidence_floor=0.0, steps=5, plateau=None, repair=False)
     result = topofix.correct(no_heart, model, "2=1,1", settings=settings, device="cpu")
     assert result.report.stop_reason != "absent" and result.report.steps == 5
+
+
+def test_cli_exit_status_and_report_for_an_absent_structure(no_heart, tmp_path):
+    """What a pipeline sees: exit 1 and `absent` in the report when the prior expects the structure,
+    exit 0 when the prior allows absence; the mask is the prediction either way."""
+    from typer.testing import CliRunner
+
+    from topofix.cli.app import app
+
+    scan = tmp_path / "apex.nii.gz"
+    topofix.write_image(scan, no_heart)
+    for prior, code, reason in (("2=1,1", 1, "absent"), ("2=1,1|0,0", 0, "already met")):
+        out = tmp_path / f"out{code}"
+        result = CliRunner().invoke(app, ["correct", str(scan), "-m", str(MODEL), "-o", str(out), "-p", prior,
+                                          "--device", "cpu", "--quiet"])
+        assert result.exit_code == code, result.output
+        case = json.loads((out / "topofix_report.json").read_text())["cases"][0]
+        assert case["steps"] == 0 and case["stop_reason"] == reason
+        assert case["absent"] and case["priors"][0]["absent"]  # reported in both cases
+        assert not (topofix.read_mask(out / "apex.nii.gz").array == 2).any()
+        assert "structure absent" in result.output  # the summary line says so
