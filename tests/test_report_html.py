@@ -491,3 +491,16 @@ def test_correct_html_on_sample_data(tmp_path):
     again = runner.invoke(app, args)  # the HTML report is not silently replaced
     assert again.exit_code == 2
     assert "topofix_report" in again.stderr and "already exists" in again.stderr
+
+
+def test_absent_structures_and_repair_actions_are_shown(small_json):
+    data = load_report(small_json.parent)
+    case = next(c for c in data["cases"] if c.get("priors"))
+    case.update(absent=True, repaired=True, repair_changed=7,
+                repair_actions=["slice 3: 2: closed loop at level 0.31 with 7 voxels"])
+    case["priors"][0].update(absent=True, absent_slices=[0, 9])
+    page = render_html_report(data, masks_dir=small_json.parent).html
+    assert "closed loop at level 0.31 with 7 voxels" in page and "7 voxels" in page
+    assert "absent (no evidence)" in page and "(slices 0, 9)" in page
+    untouched = render_html_report(load_report(small_json.parent), masks_dir=small_json.parent).html
+    assert "absent (no evidence)" not in untouched and "repair stage" not in untouched

@@ -725,8 +725,14 @@ class _Renderer:
                  ("Dice original/corrected", _fmt(case.get("dice_original_corrected"), ".4f")),
                  ("topological loss", _fmt(case.get("topo_loss"), ".4g")),
                  ("similarity loss", _fmt(case.get("similarity_loss"), ".3g"))]
+        if case.get("absent"):
+            items.append(("absent (no evidence)", ", ".join(_absent_where(p) for p in case.get("priors") or []
+                                                            if p.get("absent"))))
+        if case.get("repaired"):
+            items.append(("repair stage", f"{case.get('repair_changed')} voxels"))
         spans = "".join(f"<span><i>{_e(k)}</i>{_e(v if v is not None else '–')}</span>" for k, v in items)
-        return f'<div class="kv">{spans}</div>'
+        actions = "".join(f"<li>{_e(a)}</li>" for a in case.get("repair_actions") or [])
+        return f'<div class="kv">{spans}</div>' + (f'<ul class="repair">{actions}</ul>' if actions else "")
 
     def legend(self, labels: Sequence[int], changes: bool) -> str:
         parts = [f'<span><span class="sw" style="background:rgb{label_colour(k)}"></span>label {k}</span>'
@@ -973,3 +979,9 @@ def write_html_report(
     atomic_write_text(target, result.html, overwrite=overwrite)
     result.path = target
     return result
+
+
+def _absent_where(prior: Mapping[str, Any]) -> str:
+    """``"2=1,1"`` for a whole scan, ``"2=1,1 (slices 0, 9)"`` for slices of a stack."""
+    slices = prior.get("absent_slices") or []
+    return prior.get("prior", "?") + (f" (slices {', '.join(map(str, slices))})" if slices else "")
