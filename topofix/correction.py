@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -308,11 +309,9 @@ def correct(
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     try:
-        loop = _Loop(settings, prior_list, per_slice, image_ndim, run, to_labels, path, started, callback,
-                     fresh_optimizer, module)
-        loop.contract_activation = contract.activation
-        loop.resolve_activation = resolve_activation
-        return loop.run()
+        activation = partial(resolve_activation, contract.activation)  # out channels -> sigmoid/softmax
+        return _Loop(settings, prior_list, per_slice, image_ndim, run, to_labels, activation, path, started,
+                     callback, fresh_optimizer, module).run()
     finally:
         snapshot.restore()
         module.train(was_training)
@@ -323,17 +322,15 @@ def correct(
 class _Loop:
     """The fine-tuning loop of one scan; see the module docstring for the rules it follows."""
 
-    contract_activation: str = "auto"
-    resolve_activation: Callable[[str, int], str]
-
-    def __init__(self, settings, priors, per_slice, image_ndim, run, to_labels, path, started, callback,
-                 fresh_optimizer, module) -> None:
+    def __init__(self, settings, priors, per_slice, image_ndim, run, to_labels, activation, path, started,
+                 callback, fresh_optimizer, module) -> None:
         self.s = settings
         self.priors = priors
         self.per_slice = per_slice
         self.image_ndim = image_ndim
         self.run_network = run
         self.to_labels = to_labels
+        self.activation_for = activation  # out channels -> "sigmoid" / "softmax" (the contract's, resolved)
         self.path = path
         self.started = started
         self.callback = callback
@@ -398,7 +395,7 @@ class _Loop:
         s = self.s
         prob = self.run_network(grad=True)  # step 0: the original network, graph kept for the first step
         s0 = prob.detach()
-        self.activation = self.resolve_activation(self.contract_activation, s0.shape[0])
+        self.activation = self.activation_for(s0.shape[0])
         labels0 = self.to_labels(s0)
         units0 = self.assess(labels0)
         layout0 = _loss_input(s0, self.activation).float().cpu().numpy()
