@@ -85,7 +85,9 @@ class CorrectionSettings:
     roi_threshold, roi_margin:
         Region of interest of the topological term (Byrne et al.).
     patience:
-        A part is done once its mask met the prior at this many consecutive steps.
+        A part is done once its mask met the prior at this many consecutive steps (1: the
+        first met step is written; on the hard benchmark waiting for 3 fixed nothing more and
+        let the masks drift: Dice 0.808 against 0.812, 25 steps against 20).
     plateau:
         Stop when no part made progress for this many steps (``None``: never): progress is a
         lower Betti error, or a topological term 0.5% below its best so far.
@@ -114,7 +116,7 @@ class CorrectionSettings:
     temperature: float = 1.0
     roi_threshold: float | None = 0.5
     roi_margin: int = 2
-    patience: int = 3
+    patience: int = 1
     plateau: int | None = 15
     escalate: int = 0
     escalate_factor: float = 10.0
