@@ -296,8 +296,14 @@ def correct(
     contract = resolve_contract(module, contract, image_ndim=image_ndim, per_slice=per_slice, patch_size=patch_size)
     x = prepare_input(array, contract, device=torch_device)
 
-    def run(grad: bool):
-        return predict_probabilities(module, x, contract, per_slice=per_slice, patch_size=patch_size,
+    slice_axis = 1 + SLICE_AXES[per_slice] if per_slice is not None and image_ndim == 3 else None
+
+    def run(grad: bool, indices: Sequence[int] | None = None):
+        """Probabilities of the whole scan, or (per-slice stacks) of the slices ``indices`` only."""
+        xs = x
+        if indices is not None and slice_axis is not None:
+            xs = x.index_select(slice_axis, torch.as_tensor(list(indices), device=x.device))
+        return predict_probabilities(module, xs, contract, per_slice=per_slice, patch_size=patch_size,
                                      overlap=overlap, device=torch_device, grad=grad)
 
     def to_labels(prob) -> np.ndarray:
@@ -340,6 +346,7 @@ class _Loop:
         self.module = module
         self._losses: dict[tuple[str, ...], Any] = {}
         self.targets: dict[Unit, Prior] = {}
+        self.worked: list[int] | None = None  # slices run by the network while fine-tuning (None: all)
 
     # -- what a step produces ----------------------------------------------------------
     def assess(self, labels: np.ndarray) -> dict[Unit, UnitStatus]:
@@ -395,7 +402,8 @@ class _Loop:
         import torch
 
         s = self.s
-        prob = self.run_network(grad=True)  # step 0: the original network, graph kept for the first step
+        stacked = self.per_slice is not None and self.image_ndim == 3  # slices may be worked alone
+        prob = self.run_network(grad=not stacked)  # step 0: the original network (graph kept for step 1)
         s0 = prob.detach()
         self.activation = self.activation_for(s0.shape[0])
         labels0 = self.to_labels(s0)
@@ -417,6 +425,9 @@ class _Loop:
         if not failing:  # always=True on a scan that meets its prior: every unit with its structure present
             failing = [u for u, st in units0.items() if u not in absent and not st.empty]
         parts = self.make_parts(units0, absent, failing)
+        self.worked = self.worked_slices(parts)
+        if stacked:  # the worked slices again, with the graph for step 1 (the same values as s0)
+            prob = self.forward(s0, grad=s.steps > 0)
         optimizer = self.fresh_optimizer(self.module, s.lr)
         stop_reason = "max steps"
         step = 0
@@ -463,8 +474,32 @@ class _Loop:
             (topo + lam * similarity).backward()
             optimizer.step()
             step += 1
-            prob = self.run_network(grad=step < s.steps)
+            prob = self.forward(s0, grad=step < s.steps)
         return self.finish(parts, s0, labels0, units0, absent, step, stop_reason, curve)
+
+    def worked_slices(self, parts: list[_Part]) -> list[int] | None:
+        """The slices the network runs on during fine-tuning (``None``: the whole scan).
+
+        With ``per_slice`` on a stack the network sees one slice at a time, and the
+        output keeps the original of every slice that is not a part (see the module
+        docstring), so only the parts' slices need a forward and a backward pass: a
+        stack with one broken slice costs what a 2D slice does, not the stack.
+        """
+        if self.per_slice is None or self.image_ndim != 3 or any(p.index is None for p in parts):
+            return None
+        return sorted(p.index for p in parts)
+
+    def forward(self, s0, grad: bool):
+        """This step's probabilities of the whole scan: the worked slices from the network, the
+        others the original's (``s0``; their difference, hence their similarity term, is zero)."""
+        import torch
+
+        if self.worked is None:
+            return self.run_network(grad=grad)
+        sub = self.run_network(grad=grad, indices=self.worked)
+        axis = SLICE_AXES[self.per_slice] + 1
+        index = torch.as_tensor(self.worked, device=s0.device)
+        return s0.index_copy(axis, index, sub.to(s0.dtype))
 
     def make_parts(self, units0, absent, failing) -> list[_Part]:
         """The failing slices (or the whole scan), each with the priors its loss pushes toward.

@@ -26,6 +26,7 @@ import copy
 
 import torch
 
+from topofix.models.adam import Adam
 from topofix.models.loading import make_trainable
 
 __all__ = ["WeightsSnapshot", "clone_module", "fresh_optimizer"]
@@ -78,15 +79,16 @@ class WeightsSnapshot:
                 sub.training = mode
 
 
-def fresh_optimizer(module: torch.nn.Module, lr: float, **kwargs) -> torch.optim.Adam:
+def fresh_optimizer(module: torch.nn.Module, lr: float, **kwargs) -> Adam:
     """A new Adam over the trainable parameters of ``module`` (no state from earlier scans).
 
-    ``kwargs`` go to :class:`torch.optim.Adam` (``betas``, ``weight_decay``...).
+    ``kwargs`` go to :class:`topofix.models.adam.Adam` (``betas``, ``eps``): the update of
+    :class:`torch.optim.Adam`, without its seconds-long first construction (see that module).
     """
     parameters = [p for p in module.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("the module has no trainable parameters")
-    return torch.optim.Adam(parameters, lr=lr, **kwargs)
+    return Adam(parameters, lr=lr, **kwargs)
 
 
 def clone_module(module: torch.nn.Module) -> torch.nn.Module:
