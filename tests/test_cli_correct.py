@@ -107,9 +107,12 @@ def assert_geometry(output: Path, source: Path) -> np.ndarray:
     return mask.array
 
 
+RUN_FILES = {"topofix_journal.jsonl", ".topofix.lock"}  # every run's journal and folder lock
+
+
 def assert_only(folder: Path, names: set[str]) -> None:
-    """Exactly these files (hidden temporary files and folders included)."""
-    assert set(os.listdir(folder)) == names
+    """Exactly these files besides the journal and the lock (hidden temporaries included)."""
+    assert set(os.listdir(folder)) == names | RUN_FILES
 
 
 # --------------------------------------------------------------------------- corrections
@@ -132,7 +135,7 @@ def test_closes_a_broken_ring(models, tmp_path, kind, name):
     assert 0 < np.mean(original != corrected) < 0.1  # closed, not repainted
     case = report(out)["cases"][0]
     assert (case["status"], case["met_before"], case["met_after"], case["stop_reason"]) == (
-        "processed", False, True, "met")
+        "done", False, True, "met")
     assert case["priors"][0]["betti_before"] == [[1, 0]] and case["priors"][0]["betti_after"] == [[1, 1]]
     assert 0 < case["steps"] <= 60 and case["chosen_step"] == case["steps"]
     assert "1 corrected" in stdout(result)
@@ -284,17 +287,19 @@ def test_resume_with_skip_existing(models, tmp_path):
     assert again.exit_code == 0, again.output
     cases = report(out)["cases"]
     assert [os.path.basename(c["path"]) for c in cases] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
-    assert cases[:2] == earlier  # kept as they were (their timings included: not run again)
-    assert cases[2]["status"] == "processed" and cases[2]["stop_reason"] == "met"
+    for before, after in zip(earlier, cases[:2]):  # their real results, carried forward (timings: not run again)
+        assert after["status"] == "resumed" and before["status"] == "done"
+        assert {k: v for k, v in after.items() if k != "status"} == {k: v for k, v in before.items() if k != "status"}
+    assert cases[2]["status"] == "done" and cases[2]["stop_reason"] == "met"
     for name in ("a.nii.gz", "b.nii.gz"):
         assert (out / name).stat().st_mtime_ns == stats[name] and (out / name).read_bytes() == kept[name]
     assert betti_numbers(read_mask(out / "c.nii.gz").array) == (1, 1)
     assert_only(out, {"a.nii.gz", "b.nii.gz", "c.nii.gz", "topofix_report.json", "topofix_report.csv"})
 
 
-def test_skip_existing_without_an_earlier_report_entry(models, tmp_path):
-    """A mask that exists but that no earlier report describes is skipped, and counted as skipped:
-    neither 'corrected' nor 'processed' (nothing is known about it)."""
+def test_skip_existing_refuses_an_output_the_journal_does_not_know(models, tmp_path):
+    """A mask that exists but that no journal entry of this model, prior and settings describes is
+    neither accepted as done nor overwritten: that case fails with one line naming it, the others run."""
     inputs = tmp_path / "in"
     write_ring(inputs / "a.nii.gz", **BROKEN_RING)
     write_ring(inputs / "b.nii.gz", **BROKEN_RING)
@@ -303,13 +308,13 @@ def test_skip_existing_without_an_earlier_report_entry(models, tmp_path):
     (out / "a.nii.gz").write_bytes(b"the user's own mask")
     result = run(inputs, "-m", models.files["ring_scripted"], "-o", out, "--betti", "1,1", "--skip-existing",
                  *SETTINGS)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output
     assert (out / "a.nii.gz").read_bytes() == b"the user's own mask"
-    assert "1 scan(s) processed: 1 corrected, 0 already met the prior, 0 still do not; 1 skipped" in stdout(result)
+    assert errors(result) == [f"error: {out / 'a.nii.gz'}: it was written by a run with another model, prior or "
+                              "settings (or by something else); use --overwrite to redo it"]
     data = report(out)
-    assert [c["status"] for c in data["cases"]] == ["skipped", "processed"]
-    assert data["summary"]["processed"] == 1 and data["summary"]["corrected"] == 1
-    assert data["summary"]["skipped"] == 1
+    assert [c["status"] for c in data["cases"]] == ["error", "done"]
+    assert data["summary"]["processed"] == 1 and data["summary"]["failed"] == 1
 
 
 @pytest.mark.parametrize("kind", ["ball_scripted", "ball_traced"])
@@ -341,7 +346,7 @@ def test_unreadable_scan_among_good_ones(models, tmp_path):
     assert len(lines) == 1 and "b.nii.gz" in lines[0], result.stderr
     assert_only(out, {"a.nii.gz", "c.nii.gz", "topofix_report.json", "topofix_report.csv"})
     cases = report(out)["cases"]
-    assert [c["status"] for c in cases] == ["processed", "error", "processed"]
+    assert [c["status"] for c in cases] == ["done", "error", "done"]
     assert "b.nii.gz" in cases[1]["error"]
     assert betti_numbers(read_mask(out / "c.nii.gz").array) == (1, 1)
     assert "1 could not be processed" in stdout(result)
@@ -355,7 +360,7 @@ def test_refuses_an_output_folder_holding_the_inputs(models, tmp_path):
     before = snapshot(inputs)
     result = run(inputs, "-m", models.files["ring_scripted"], "-o", inputs, "--betti", "1,1", *SETTINGS)
     assert result.exit_code == 2
-    assert len(errors(result)) == 1 and "choose another --output folder" in result.stderr
+    assert len(errors(result)) == 1 and "choose another output folder" in result.stderr
     assert snapshot(inputs) == before  # nothing written, nothing replaced
 
 
@@ -442,7 +447,7 @@ def test_exit_codes(models, tmp_path):
     result = run(fixable, "-m", model, "-o", tmp_path / "few", "--betti", "1,1", *SETTINGS, "--steps", "2")
     assert result.exit_code == 1, result.output  # not met after 2 steps
     case = report(tmp_path / "few")["cases"][0]
-    assert case["status"] == "processed" and not case["met_after"] and case["stop_reason"] == "max steps"
+    assert case["status"] == "done" and not case["met_after"] and case["stop_reason"] == "max steps"
     assert "0 corrected, 0 already met the prior, 1 still do not" in stdout(result)
     # never worse: the iterate kept has no more topological loss than the original prediction
     assert case["topo_loss"] <= case["loss_curve"][0][0] + 1e-6

@@ -108,7 +108,7 @@ class CorrectionSettings:
     """
 
     steps: int = 100
-    lr: float = 1e-4
+    lr: float = 2e-4
     lam: float = 100.0
     threshold: float = 0.5
     connectivity: str = DEFAULT_CONNECTIVITY
@@ -405,6 +405,10 @@ class _Loop:
         stacked = self.per_slice is not None and self.image_ndim == 3  # slices may be worked alone
         prob = self.run_network(grad=not stacked)  # step 0: the original network (graph kept for step 1)
         s0 = prob.detach()
+        if not bool(torch.isfinite(s0).all()):
+            from topofix.models.inference import InferenceError
+
+            raise InferenceError(f"{self.path}: the network's output contains NaN or Inf; nothing to correct")
         self.activation = self.activation_for(s0.shape[0])
         labels0 = self.to_labels(s0)
         units0 = self.assess(labels0)

@@ -79,6 +79,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from topofix.errors import InputError, OutputError
+from topofix.outputs import TEMP_PREFIX
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -870,8 +871,15 @@ def _write_and_commit(
     overwrite: bool,
     compress: bool,
     moved: list[Path],
+    expected: np.ndarray,
 ) -> None:
-    """Write ``img`` as ``tmp/header`` then move every produced file next to ``dest``.
+    """Write ``img`` as ``tmp/header``, read it back, then move every produced file next to ``dest``.
+
+    The read-back is what makes a write trustworthy: SimpleITK reports no error
+    for a short write (a full disk leaves a truncated file), so the temporary
+    file is read again with this module's own checks (truncated ``.nii.gz`` /
+    ``.nii`` included) and must hold exactly ``expected``'s voxels before it is
+    given its final name.
 
     ``header`` is the final file name with a lower-case extension: SimpleITK
     picks the writer from the extension case-sensitively ("x.MHA" would become
@@ -889,6 +897,9 @@ def _write_and_commit(
     produced = sorted(entry.name for entry in tmp.iterdir())
     if header not in produced:
         raise OutputError(shown, "cannot write image: SimpleITK produced no file")
+    problem = _read_back_problem(tmp / header, expected)
+    if problem is not None:
+        raise OutputError(shown, f"cannot write image: {problem}")
     data_files = [name for name in produced if name != header]
     for name in data_files:
         if (parent / name).exists() and not overwrite:
@@ -902,6 +913,35 @@ def _write_and_commit(
         os.replace(tmp / header, dest)
     except OSError as exc:
         raise OutputError(shown, f"cannot write image: {exc.strerror or exc}") from None
+
+
+def _read_back_problem(path: Path, expected: np.ndarray) -> str | None:
+    """Why the file just written at ``path`` is not ``expected`` (``None``: it is, voxel for voxel)."""
+    try:
+        back = read_image(path)
+    except InputError as exc:
+        return f"the written file does not read back ({exc.problem}); is the disk full?"
+    if back.array.shape != expected.shape or not np.array_equal(back.array, expected):
+        return "the written file reads back different voxels; is the disk full?"
+    return None
+
+
+def verify_image_file(path: PathLike) -> str | None:
+    """Why the image file at ``path`` cannot be trusted as a finished output (``None``: it reads back whole).
+
+    Used when resuming a batch: an empty, truncated or unreadable file is never
+    accepted as done.
+    """
+    p = Path(os.fspath(path))
+    try:
+        if p.stat().st_size == 0:
+            return "empty file"
+        read_image(p)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except InputError as exc:
+        return exc.problem
+    return None
 
 
 def _write(
@@ -950,13 +990,13 @@ def _write(
     parent = p.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".topofix-tmp-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
     except OSError as exc:
         raise OutputError(shown, f"cannot create output directory {str(parent)!r}: {exc.strerror or exc}") from None
 
     moved: list[Path] = []  # files this call created in the destination
     try:
-        _write_and_commit(img, tmp, stem + ext, p, shown, overwrite, compress, moved)
+        _write_and_commit(img, tmp, stem + ext, p, shown, overwrite, compress, moved, array)
     except BaseException:
         for created in moved:
             created.unlink(missing_ok=True)

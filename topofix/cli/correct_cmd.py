@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,19 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error, write_csv, write_json
-from topofix.cli.predict_cmd import planned_outputs, probability_labels
+from topofix.batch import check_report_path
+from topofix.cli.console import err, out, print_error
+from topofix.cli.progress import BatchProgress, flat_case
 from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
+from topofix.outputs import REPORT_CSV, REPORT_HTML, REPORT_JSON
 
 _DEFAULTS = CorrectionSettings()  # one home for the defaults: the library's
-REPORT_JSON = "topofix_report.json"
-REPORT_CSV = "topofix_report.csv"
-CSV_FIELDS = (
-    "path", "status", "prior", "expected", "betti_before", "betti_after", "met_before", "met_after",
-    "failing_slices_before", "failing_slices_after", "absent", "absent_slices", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
-    "dice_original_corrected", "topo_loss", "similarity_loss", "repaired", "repair_changed", "error",
-)
 EXAMPLES = """
 [bold]Examples[/]
 
@@ -41,9 +32,17 @@ EXAMPLES = """
     [cyan]topofix correct ct/ -m unet3d.pt -o fixed/ --label 1 --betti 1,0,0 --patch-size 96 --device cuda --skip-existing[/]
 
 [bold]Outputs[/] in DIR: the corrected mask under the input's name (same format and geometry, the model's
-labels); topofix_report.json and topofix_report.csv (priors, Betti numbers before/after, steps, stop
-reason, seconds, share of voxels changed, Dice original vs corrected); with --save-original
-<stem>_original<ext>, with --save-probabilities <stem>_prob<L><ext>.
+labels; inputs that share a file name keep their path relative to the inputs' common folder instead);
+topofix_report.json and topofix_report.csv (priors, Betti numbers before/after, steps, stop reason,
+seconds, share of voxels changed, Dice original vs corrected); with --save-original
+<stem>_original<ext>, with --save-probabilities <stem>_prob<L><ext>. Every file is written to a hidden
+temporary name, read back and only then renamed into place.
+
+[bold]Journal and resume[/]: each scan is recorded in DIR/topofix_journal.jsonl the moment it finishes
+(model content hash, priors, settings, results). An interrupted batch (Ctrl-C, docker stop, a crash)
+loses at most the scan in progress: rerun with --skip-existing and the scans journaled under the same
+model, priors and settings (whose outputs still read back) are carried forward with their results; the
+others are redone. Two runs on one DIR at the same time: the second is refused.
 
 [bold]Absent structures[/]: where a structure's probability stays below --evidence-floor in a scan (or a
 slice with --per-slice), nothing is corrected there: the mask is left as predicted and the report marks it
@@ -52,7 +51,7 @@ slice with --per-slice), nothing is corrected there: the mask is left as predict
 [bold]Exit status[/]: 0 every scan meets its prior afterwards (an absent structure counts as met only if
 its prior allows it, as in '2=1,1|0,0'), 1 some do not (including absent structures whose prior expects
 them: the report says "absent"), 2 some scan could not be processed or a usage error (the other scans
-still run).
+still run), 130 / 143 interrupted by SIGINT / SIGTERM (the report lists the scans that finished).
 """
 
 
@@ -65,32 +64,6 @@ def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
     if len(rows) == 1:
         return _fmt(rows[0])
     return f"{len(failing)}/{len(rows)} fail" if failing else f"{len(rows)} ok"
-
-
-def _report_rows(case: dict) -> list[dict]:
-    base = {k: case.get(k) for k in ("path", "steps", "stop_reason", "chosen_step", "seconds", "changed_fraction",
-                                      "dice_original_corrected", "topo_loss", "similarity_loss", "repaired",
-                                      "repair_changed", "error")}
-    base["status"] = case.get("status")
-    if not case.get("priors"):
-        return [base]
-    rows = []
-    for prior in case["priors"]:
-        row = dict(base)
-        row.update({
-            "prior": prior["prior"],
-            "expected": _fmt(prior["expected"]),
-            "betti_before": ";".join(_fmt(b) for b in prior["betti_before"]),
-            "betti_after": ";".join(_fmt(b) for b in prior["betti_after"]),
-            "met_before": prior["met_before"],
-            "met_after": prior["met_after"],
-            "failing_slices_before": " ".join(map(str, prior["failing_slices_before"])),
-            "failing_slices_after": " ".join(map(str, prior["failing_slices_after"])),
-            "absent": prior.get("absent", False),
-            "absent_slices": " ".join(map(str, prior.get("absent_slices", []))),
-        })
-        rows.append(row)
-    return rows
 
 
 def _summary_table(cases: list[dict]) -> Table:
@@ -150,7 +123,7 @@ def correct_command(
     save_original: Annotated[bool, typer.Option("--save-original", help="Also write the uncorrected prediction, <stem>_original<ext>.", rich_help_panel="Outputs")] = False,
     save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write the corrected probabilities, <stem>_prob<L><ext> (the fine-tuned network's; the repair stage changes the labels only).", rich_help_panel="Outputs")] = False,
     html: Annotated[bool, typer.Option("--html", help="Also write DIR/topofix_report.html, a self-contained visual report (implies --save-original).", rich_help_panel="Outputs")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scans whose corrected mask exists (resume a batch); their report entries are kept.", rich_help_panel="Outputs")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: carry forward the scans the journal records as done with the same model, priors and settings (their outputs are read back first); redo the rest.", rich_help_panel="Outputs")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs and reports.", rich_help_panel="Outputs")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help=f"JSON report (default DIR/{REPORT_JSON}).", rich_help_panel="Outputs")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help=f"CSV report (default DIR/{REPORT_CSV}).", rich_help_panel="Outputs")] = None,
@@ -164,6 +137,9 @@ def correct_command(
     """
     from topofix.priors import build_priors
 
+    json_file = json_path or output / REPORT_JSON
+    csv_file = csv_path or output / REPORT_CSV
+    html_file = output / REPORT_HTML
     try:
         priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
         if not priors:
@@ -175,194 +151,88 @@ def correct_command(
         patch = options.parse_patch_size(patch_size)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
-        if output.exists() and not output.is_dir():
-            raise OutputError(output, "is a file, expected an output folder")
+        reports = [json_file, csv_file, *([html_file] if html else [])]
+        for report_path in reports:
+            check_report_path(report_path, overwrite)
+        if not (overwrite or skip_existing):
+            for report_path in reports:
+                if report_path.exists():
+                    raise OutputError(report_path, "already exists (use --overwrite to replace it, or "
+                                                   "--skip-existing to resume)")
     except (TopofixError, ValueError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
 
-    from topofix.inputs import expand_inputs
-
-    items = expand_inputs(inputs)
-    for item in items:
-        if item.error is None and _same(planned_outputs(item.path, output)[0], item.path):
-            print_error(f"{output}: the output folder holds the input {os.path.basename(item.path)}, which its "
-                        "corrected mask would overwrite; choose another --output folder")
-            raise typer.Exit(2)
-    json_file = json_path or output / REPORT_JSON
-    csv_file = csv_path or output / REPORT_CSV
-    previous = _previous_cases(json_file) if skip_existing else {}
-    if not (overwrite or skip_existing):
-        for report in (json_file, csv_file, *([output / "topofix_report.html"] if html else [])):
-            if report.exists():
-                print_error(f"{report}: already exists (use --overwrite to replace it, or --skip-existing to resume)")
-                raise typer.Exit(2)
-
+    from topofix.files import Inference, correct_files, write_reports
     from topofix.models.contract import ModelContract
-    from topofix.models.inference import resolve_device
-    from topofix.models.loading import load_model
-
-    try:
-        dev = resolve_device(device.value)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loaded = load_model(model, device=str(dev))
-    except TopofixError as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
-    for warning in loaded.warnings:
-        err.print(f"[yellow]warning:[/] {escape(str(model))}: {escape(warning)}", highlight=False)
 
     settings = CorrectionSettings(
         steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
         temperature=temperature, plateau=plateau or None, escalate=escalate, evidence_floor=evidence_floor,
-        repair=repair,
-        roi_threshold=0.5 if roi else None, always=always, seed=seed,
+        repair=repair, roi_threshold=0.5 if roi else None, always=always, seed=seed,
     )
-    contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple)
-    cases = _run_batch(
-        items, loaded, priors, settings, contract, output, dev,
-        per_slice=None if per_slice is None else per_slice.value, patch=patch, overlap=overlap,
-        save_original=save_original or html, save_probabilities=save_probabilities, skip_existing=skip_existing,
-        overwrite=overwrite, quiet=quiet, previous=previous,
+    inference = Inference(
+        contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple),
+        per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
+        device=device.value, threshold=threshold,
     )
+    progress = BatchProgress("correct", quiet)
+    try:
+        report = correct_files(
+            inputs, model, priors, output, settings=settings, inference=inference,
+            save_original=save_original or html, save_probabilities=save_probabilities, resume=skip_existing,
+            overwrite=overwrite, on_start=progress.start, on_case=progress.case, on_step=progress.step,
+        )
+    except (TopofixError, ValueError) as error:
+        progress.close()
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    progress.close()
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {escape(str(model))}: {escape(warning)}", highlight=False)
 
+    cases = [flat_case(c) for c in report.cases]
     if not quiet and cases:
         out.print(_summary_table(cases))
-    processed = [c for c in cases if c["status"] not in ("error", "skipped")]
-    skipped = sum(1 for c in cases if c["status"] == "skipped")  # output exists, no earlier report entry
-    failed = sum(1 for c in cases if c["status"] == "error")
-    not_met = [c for c in processed if not c.get("met_after")]
-    fixed = sum(1 for c in processed if c.get("met_after") and not c.get("met_before"))
-    absent = sum(1 for c in processed if c.get("absent"))
-    repaired = sum(1 for c in processed if c.get("repaired"))
-    summary = (f"{len(processed)} scan(s) processed: {fixed} corrected, {len(processed) - len(not_met) - fixed} "
-               f"already met the prior, {len(not_met)} still do not")
-    if repaired:
-        summary += f" ({repaired} with the repair stage)"
-    if absent:
-        summary += f"; {absent} with a structure absent (no evidence: left as predicted)"
-    if skipped:
-        summary += f"; {skipped} skipped (output exists)"
-    if failed:
-        summary += f"; {failed} could not be processed"
-    out.print(summary + ".", markup=False)
-    report = {
-        "tool": "topofix correct",
-        "model": str(model),
-        "priors": [p.spec for p in priors],
-        "settings": {**settings.__dict__, "per_slice": None if per_slice is None else per_slice.value,
-                     "patch_size": patch, "normalize": normalize.value},
-        "summary": {"scans": len(cases), "processed": len(processed), "corrected": fixed,
-                    "not_met": len(not_met), "skipped": skipped, "failed": failed},
-        "cases": cases,
-    }
+    out.print(_summary_line(report), markup=False)
     try:
-        write_json(json_file, report, overwrite=True)
-        write_csv(csv_file, [row for case in cases for row in _report_rows(case)], CSV_FIELDS, overwrite=True)
+        write_reports(report, json_file, csv_file)
         if not quiet:
-            err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}")
+            err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: "
+                      f"{escape(report.journal)}")
         if html:
             from topofix.report_html import write_html_report
 
-            page = write_html_report(json_file, output / "topofix_report.html", masks_dir=output, overwrite=True)
+            page = write_html_report(json_file, html_file, masks_dir=output, overwrite=True)
             if not quiet:
                 err.print(f"HTML report: {escape(str(page.path))}")
     except (TopofixError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
-    raise typer.Exit(2 if failed else (1 if not_met else 0))
+    if report.interrupted:
+        err.print(f"interrupted by {report.interrupted}: {len(report.cases)} scan(s) finished and reported; "
+                  "rerun with --skip-existing to resume", highlight=False)
+    raise typer.Exit(report.exit_status)
 
 
-def _same(a: Path, b: str) -> bool:
-    try:
-        return a.resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
-def _previous_cases(path: Path) -> dict[str, dict]:
-    """Report entries of an earlier run (resume with --skip-existing); JSON only, never pickle."""
-    try:
-        data = json.loads(path.read_text())
-        return {os.path.abspath(c["path"]): c for c in data.get("cases", []) if "path" in c}
-    except (OSError, ValueError, TypeError, KeyError):
-        return {}
-
-
-def _stem_ext(path: str) -> tuple[str, str]:
-    from topofix.io import image_extension
-
-    name = os.path.basename(path)
-    ext = image_extension(name) or ""
-    return name[: len(name) - len(ext)] if ext else name, ext
-
-
-def _run_batch(items, loaded, priors, settings, contract, output: Path, dev, *, per_slice, patch, overlap,
-               save_original, save_probabilities, skip_existing, overwrite, quiet, previous) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    from topofix.correction import correct
-    from topofix.io import read_image, write_image, write_mask
-
-    cases: list[dict] = []
-    bar = tqdm(items, desc="correct", unit="scan", disable=True if quiet else None, file=sys.stderr)
-
-    def report_error(message: str) -> None:
-        with tqdm.external_write_mode(file=sys.stderr):
-            print_error(message)
-
-    for item in bar:
-        if item.error is not None:
-            report_error(str(item.error))
-            cases.append({"path": item.path, "status": "error", "error": str(item.error)})
-            continue
-        path = item.path
-        mask_path = planned_outputs(path, output)[0]
-        stem, ext = _stem_ext(path)
-        bar.set_postfix_str(os.path.basename(path))
-        started = time.perf_counter()
-        try:
-            if mask_path.exists():
-                if skip_existing:
-                    kept = previous.get(os.path.abspath(path))
-                    cases.append(kept if kept else {"path": path, "status": "skipped", "met_after": True,
-                                                    "priors": [], "steps": 0, "stop_reason": "output exists",
-                                                    "seconds": 0.0, "dice_original_corrected": 1.0})
-                    continue
-                if not overwrite:
-                    raise OutputError(mask_path, "already exists (use --overwrite, or --skip-existing to resume)")
-            image = read_image(path)
-
-            def progress(step: int, topo: float, sim: float, name=os.path.basename(path)) -> None:
-                bar.set_postfix_str(f"{name} step {step} topo {topo:.3f} sim {sim:.2e}")
-
-            result = correct(image, loaded.module, priors, settings=settings, contract=contract,
-                             per_slice=per_slice, patch_size=patch, overlap=overlap, device=str(dev), path=path,
-                             callback=progress)
-            write_mask(mask_path, result.labels, reference=image, overwrite=overwrite)
-            if save_original:
-                original_ext = ext if ext else ".nii.gz"
-                write_mask(output / f"{stem}_original{original_ext}", result.original_labels, reference=image,
-                           overwrite=overwrite)
-            if save_probabilities:
-                labels = probability_labels(result.probabilities.shape[0], "sigmoid"
-                                            if result.probabilities.shape[0] == 1 else "softmax")
-                prob_ext = ".nii.gz" if ext == ".png" else ext
-                for label, channel in zip(labels, result.probabilities):
-                    write_image(output / f"{stem}_prob{label}{prob_ext}", channel, reference=image,
-                                overwrite=overwrite)
-            case = result.report.to_dict()
-            case["status"] = "processed"
-            cases.append(case)
-        except TopofixError as error:
-            message = str(error)
-            if not (message.startswith(path) or isinstance(error, OutputError)):
-                message = f"{path}: {message}"
-            report_error(message)
-            cases.append({"path": path, "status": "error", "error": message,
-                          "seconds": round(time.perf_counter() - started, 3)})
-    return cases
+def _summary_line(report) -> str:
+    cases = [c for c in report.cases if c.ok]
+    not_met = [c for c in cases if c.met is False]
+    fixed = sum(1 for c in cases if c.met and not c.result.get("met_before"))
+    absent = sum(1 for c in cases if c.result.get("absent"))
+    repaired = sum(1 for c in cases if c.result.get("repaired"))
+    resumed = sum(1 for c in cases if c.status == "resumed")
+    summary = (f"{len(cases)} scan(s) processed: {fixed} corrected, {len(cases) - len(not_met) - fixed} "
+               f"already met the prior, {len(not_met)} still do not")
+    if repaired:
+        summary += f" ({repaired} with the repair stage)"
+    if absent:
+        summary += f"; {absent} with a structure absent (no evidence: left as predicted)"
+    if resumed:
+        summary += f"; {resumed} carried forward from the journal (--skip-existing)"
+    if report.failed:
+        summary += f"; {len(report.failed)} could not be processed"
+    return summary + "."
 
 
 correct_command.__doc__ = (correct_command.__doc__ or "") + EXAMPLES

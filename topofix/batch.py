@@ -1,0 +1,386 @@
+"""The batch engine of ``predict`` and ``correct``: many scans, one output folder, nothing lost.
+
+Why one engine: an unattended pipeline must be able to trust a batch whatever
+happens around the work: a full disk, two inputs with the same file name, a
+network that outputs NaN, ``docker stop``, a second run on the same folder, a
+resume after a crash. Every one of those was once handled (or not) separately
+by each command. Here they are handled once:
+
+* **Discovery and naming**: :func:`topofix.inputs.expand_inputs`, then
+  :func:`topofix.outputs.plan_outputs` (distinct outputs for distinct inputs).
+* **Checked up front**: the output folder is created and written to, the
+  report paths are checked, the model is loaded, before the first scan.
+* **One lock per folder, one journal**: :mod:`topofix.journal`. Each case is
+  journaled the moment it finishes; an interrupt loses at most the case in
+  progress.
+* **Resume** (``resume=True``, CLI ``--skip-existing``): a case is carried
+  forward only if its journal entry is ``done`` under the same fingerprint
+  (model content hash, priors, settings) and its outputs read back; outputs of
+  another run are refused (``--overwrite`` redoes them); outputs of this
+  fingerprint's interrupted case are redone.
+* **A case fails alone**: any error (unreadable input, the network failing or
+  producing NaN, a write that does not read back) fails that case with one line
+  and the batch goes on.
+* **Interrupts**: SIGINT and SIGTERM stop after journaling what finished; the
+  report of the finished cases is written and :attr:`BatchReport.interrupted`
+  says which signal.
+
+Exit status (:attr:`BatchReport.exit_status`): 0 every case succeeded (and,
+for ``correct``, meets its prior), 1 some case does not meet its prior, 2 some
+case failed, 130 / 143 interrupted by SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topofix._version import __version__
+from topofix.errors import OutputError, TopofixError
+from topofix.journal import FolderLock, Journal, file_sha256, fingerprint, remove_stale_temporaries
+from topofix.outputs import REPORT_CSV, REPORT_JSON, CaseOutputs, plan_outputs
+
+__all__ = ["BatchReport", "CaseRecord", "Interrupted", "RunInfo", "run_batch"]
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived: stop after journaling what finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class CaseRecord:
+    """One input's outcome in a batch.
+
+    ``status``: ``done`` (processed now), ``resumed`` (carried forward from the
+    journal of an earlier run with the same fingerprint) or ``error``.
+    ``result``: the command's own record (for ``correct`` a
+    :class:`topofix.correction.CaseReport` as a dict; for ``predict`` the labels
+    present and the warnings).
+    """
+
+    path: str
+    key: str
+    status: str
+    outputs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "resumed")
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the case meets its prior afterwards (``None``: no prior, or not processed)."""
+        value = self.result.get("met_after")
+        return None if value is None or not self.ok else bool(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
+        return cls(**{k: data[k] for k in ("path", "key", "status", "outputs", "seconds", "error", "result")
+                      if k in data})
+
+
+@dataclass
+class RunInfo:
+    """What decides a batch's results, recorded in the journal and the report."""
+
+    tool: str
+    model_path: str
+    model_sha256: str
+    priors: list[str]
+    settings: dict[str, Any]
+    version: str = __version__
+    started: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.describe())
+
+
+@dataclass
+class BatchReport:
+    """The typed report of a batch: the run, every case, and how it ended."""
+
+    run: RunInfo
+    cases: list[CaseRecord] = field(default_factory=list)
+    interrupted: str | None = None
+    finished: str = ""
+    journal: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CaseRecord]:
+        return [c for c in self.cases if c.status == "error"]
+
+    @property
+    def not_met(self) -> list[CaseRecord]:
+        return [c for c in self.cases if c.met is False]
+
+    @property
+    def exit_status(self) -> int:
+        if self.interrupted:
+            return 128 + int(signal.Signals[self.interrupted])
+        if self.failed:
+            return 2
+        return 1 if self.not_met else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tool": f"topofix {self.run.tool}",
+            "version": self.run.version,
+            "model": self.run.model_path,
+            "model_sha256": self.run.model_sha256,
+            "priors": self.run.priors,
+            "settings": self.run.settings,
+            "started": self.run.started,
+            "finished": self.finished,
+            "interrupted": self.interrupted,
+            "exit_status": self.exit_status,
+            "journal": self.journal,
+            "summary": self.summary(),
+            "cases": [_flat_case(c) for c in self.cases],
+        }
+
+    def summary(self) -> dict[str, int]:
+        done = [c for c in self.cases if c.ok]
+        return {
+            "scans": len(self.cases),
+            "processed": sum(c.status == "done" for c in self.cases),
+            "resumed": sum(c.status == "resumed" for c in self.cases),
+            "failed": len(self.failed),
+            "met_before": sum(bool(c.result.get("met_before")) for c in done),
+            "met_after": sum(c.met is True for c in done),
+            "not_met": len(self.not_met),
+        }
+
+
+def _flat_case(case: CaseRecord) -> dict[str, Any]:
+    """A case as the JSON report shows it: the command's record with the batch's fields on top."""
+    data = dict(case.result)
+    data.update({"path": case.path, "key": case.key, "status": case.status, "outputs": case.outputs,
+                 "error": case.error})
+    data.setdefault("seconds", case.seconds)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine
+# ----------------------------------------------------------------------------------------------
+CaseFunction = Callable[[str, CaseOutputs, bool, "list[Path]"], "dict[str, Any]"]
+"""``(input path, where its outputs go, overwrite, written) -> result record``; every file is appended
+to ``written`` as soon as it is in place, so that a case failing half-way leaves none of its outputs."""
+
+
+def check_output_folder(folder: Path) -> None:
+    """Create ``folder`` and prove it is writable, before any work (one-line OutputError otherwise)."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(folder, "is a file, expected an output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".topofix-probe-{os.getpid()}.tmp"
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(folder, f"cannot write in the output folder: {exc.strerror or exc}") from None
+
+
+def check_report_path(path: Path, overwrite: bool) -> None:
+    """A report path must be a file name in a folder that exists or can be made (checked up front)."""
+    if path.is_dir():
+        raise OutputError(path, "is a folder, expected a file name")
+    parent = path.parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise OutputError(path, f"cannot be written: {ancestor} is a file")
+            if not os.access(ancestor, os.W_OK):
+                raise OutputError(path, f"cannot be written: {ancestor} is not writable")
+            break
+
+
+def model_identity(path: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """(path, sha256) of a model file; an in-memory model is ``("<module>", "")``."""
+    if path is None:
+        return "<module>", ""
+    return os.fspath(path), file_sha256(path)
+
+
+def outputs_read_back(paths: Iterable[str]) -> str | None:
+    """``None`` if every output reads back completely, else a one-line reason (resume's check)."""
+    from topofix.io import verify_image_file
+
+    for p in paths:
+        problem = verify_image_file(p)
+        if problem:
+            return f"{p}: {problem}"
+    return None
+
+
+def run_batch(
+    run: RunInfo,
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    process: CaseFunction,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_case: Callable[[CaseRecord], None] | None = None,
+    on_start: Callable[[str, int, int], None] | None = None,
+) -> BatchReport:
+    """Run ``process`` on every input, journaled, under the output folder's lock.
+
+    ``on_start(path, index, total)`` and ``on_case(record)`` let a caller show
+    progress. Errors of one case never stop the batch; SIGINT/SIGTERM do, after
+    journaling, and are reported in :attr:`BatchReport.interrupted`.
+    """
+    from topofix.inputs import expand_inputs
+
+    folder = Path(output)
+    check_output_folder(folder)
+    items = expand_inputs([os.fspath(i) for i in inputs])
+    plans = plan_outputs([i.path for i in items if i.error is None], folder)
+    for item in items:
+        plan = plans.get(item.path)
+        if plan is not None and _same_file(plan.mask, item.path):
+            raise OutputError(folder, f"holds the input {plan.key}, which its output would overwrite; "
+                                      "choose another output folder")
+    run.started = run.started or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report = BatchReport(run)
+    journal = Journal(folder)
+    report.journal = str(journal.path)
+    fp = run.fingerprint
+    with FolderLock(folder), _signals_raise():
+        remove_stale_temporaries(folder)
+        earlier = journal.runs()
+        if earlier and earlier[-1].get("run", {}).get("tool") not in (None, run.tool):
+            raise OutputError(folder, f"holds a topofix {earlier[-1]['run']['tool']} run; "
+                                      f"use another output folder for {run.tool}")
+        previous = journal.last_entries()
+        journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
+        try:
+            for index, item in enumerate(items):
+                if on_start is not None:
+                    on_start(item.path, index, len(items))
+                record = _one_case(item, plans, previous, journal, fp, process, resume, overwrite)
+                report.cases.append(record)
+                if on_case is not None:
+                    on_case(record)
+        except (Interrupted, KeyboardInterrupt) as stop:
+            report.interrupted = getattr(stop, "args", ("SIGINT",))[0] if isinstance(stop, Interrupted) else "SIGINT"
+    report.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
+              overwrite: bool) -> CaseRecord:
+    if item.error is not None:
+        return CaseRecord(item.path, os.path.basename(item.path), "error", error=str(item.error))
+    plan: CaseOutputs = plans[item.path]
+    before = previous.get(plan.key)
+    same_run = before is not None and before.fingerprint == fp
+    # this fingerprint's own outputs that may be replaced: an interrupted or failed case, or (resuming) a
+    # "done" case whose outputs no longer read back
+    ours = same_run and before.event in ("start", "error")
+    if resume and same_run and before.event == "done":
+        kept = CaseRecord.from_dict(before.case)
+        if outputs_read_back(kept.outputs) is None:
+            kept.status = "resumed"
+            return kept
+        ours = True  # journaled as done, but an output is gone or broken: redo it
+    if plan.mask.exists() and not overwrite and not ours:
+        hint = ("it was written by a run with another model, prior or settings (or by something else)"
+                if resume else "it already exists")
+        return CaseRecord(item.path, plan.key, "error",
+                          error=f"{plan.mask}: {hint}; use --overwrite to redo it")
+    started = time.perf_counter()
+    written: list[Path] = []
+    try:
+        journal.append({"event": "start", "key": plan.key, "fingerprint": fp, "path": item.path})
+        try:
+            result = process(item.path, plan, overwrite or ours, written)
+        except BaseException:
+            _remove(written)  # a failed or interrupted case leaves none of its outputs behind
+            raise
+        record = CaseRecord(item.path, plan.key, "done", [str(p) for p in written],
+                            round(time.perf_counter() - started, 3), None, result)
+    except TopofixError as error:
+        message = str(error)
+        if item.path not in message and not isinstance(error, OutputError):
+            message = f"{item.path}: {message}"
+        record = CaseRecord(item.path, plan.key, "error", seconds=round(time.perf_counter() - started, 3),
+                            error=message)
+    except MemoryError:
+        record = CaseRecord(item.path, plan.key, "error", error=f"{item.path}: out of memory")
+    except Exception as exc:  # a bug or the user's model: one line for the user, the trace in the journal
+        record = CaseRecord(item.path, plan.key, "error",
+                            error=f"{item.path}: internal error ({type(exc).__name__}: {_first_line(exc)})",
+                            result={"traceback": traceback.format_exc(limit=20)})
+    try:
+        journal.append({"event": record.status, "key": plan.key, "fingerprint": fp, "case": record.to_dict()})
+    except OutputError as error:  # the result could not be journaled: not trusted, not left behind
+        _remove(written)
+        record = CaseRecord(item.path, plan.key, "error", [], record.seconds, str(error))
+    return record
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    return text[:200]
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+class _signals_raise:
+    """SIGTERM raises :class:`Interrupted` in the main thread while the batch runs (SIGINT already
+    raises KeyboardInterrupt); the previous handlers are restored afterwards."""
+
+    def __enter__(self) -> _signals_raise:
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, _raise_interrupted)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)

@@ -1,0 +1,256 @@
+"""``predict`` and ``correct`` on files: the library API under the CLI commands.
+
+::
+
+    import topofix
+    report = topofix.correct_files(["scans/"], "unet.pt", ["2=1,1|0,0"], "fixed/",
+                                   inference=topofix.Inference(per_slice="z"))
+    report.exit_status, [c.status for c in report.cases]
+
+Both run on :func:`topofix.batch.run_batch` (journal, lock, resume, verified
+writes, one failing case never stops the batch) and return its typed
+:class:`topofix.batch.BatchReport`; :func:`write_reports` writes it as JSON and
+CSV. The CLI only parses options, shows progress and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topofix.batch import BatchReport, CaseRecord, RunInfo, model_identity, run_batch
+from topofix.outputs import CaseOutputs, probability_labels
+
+__all__ = ["CSV_FIELDS", "Inference", "correct_files", "predict_files", "report_rows", "write_reports"]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How the network runs on a scan, built once and passed as one value.
+
+    ``contract``: a :class:`topofix.models.contract.ModelContract` (normalisation,
+    activation, pad multiple; ``None``: detected). The rest as in
+    :func:`topofix.predict`.
+    """
+
+    contract: Any = None
+    per_slice: str | None = None
+    patch_size: tuple[int, ...] | None = None
+    overlap: float = 0.5
+    device: str = "auto"
+    threshold: float = 0.5
+
+    def describe(self) -> dict[str, Any]:
+        contract = None if self.contract is None else dataclasses.asdict(self.contract)
+        return {"contract": contract, "per_slice": self.per_slice,
+                "patch_size": None if self.patch_size is None else list(self.patch_size),
+                "overlap": self.overlap, "device": self.device, "threshold": self.threshold}
+
+
+def _load(model: Any, device: str):
+    """(module, path or None, warnings, resolved device) of a path, a LoadedModel or a module."""
+    import warnings
+
+    from topofix.models.inference import resolve_device
+    from topofix.models.loading import LoadedModel, load_model
+
+    dev = resolve_device(device)
+    if isinstance(model, (str, os.PathLike)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_model(model, device=str(dev))
+        return loaded.module, os.fspath(model), list(loaded.warnings), dev
+    if isinstance(model, LoadedModel):
+        return model.module, model.path, list(model.warnings), dev
+    return model, None, [], dev
+
+
+def _check_finite(probabilities, path: str) -> None:
+    import numpy as np
+
+    from topofix.models.inference import InferenceError
+
+    if not np.isfinite(probabilities).all():
+        raise InferenceError(f"{path}: the network's output contains NaN or Inf (no mask written)")
+
+
+def predict_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    model: Any,
+    output: str | os.PathLike[str],
+    *,
+    inference: Inference | None = None,
+    save_probabilities: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_start: Callable[[str, int, int], None] | None = None,
+    on_case: Callable[[CaseRecord], None] | None = None,
+) -> BatchReport:
+    """Segment every input with ``model``; masks (and probability maps) in ``output``.
+
+    Returns the batch's :class:`BatchReport` (each case's ``result``: the labels
+    present, the warnings, the model contract used).
+    """
+    from topofix.io import read_image, write_image, write_mask
+    from topofix.prediction import predict
+
+    inference = inference or Inference()
+    module, path, model_warnings, dev = _load(model, inference.device)
+    mpath, sha = model_identity(path)
+    run = RunInfo("predict", mpath, sha, [], {"inference": inference.describe(),
+                                                "save_probabilities": save_probabilities})
+
+    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        import numpy as np
+
+        image = read_image(input_path)
+        pred = predict(image, module, contract=inference.contract, per_slice=inference.per_slice,
+                       patch_size=inference.patch_size, overlap=inference.overlap, device=dev,
+                       threshold=inference.threshold)
+        _check_finite(pred.probabilities, input_path)
+        written.append(write_mask(plan.mask, pred.labels, reference=image, overwrite=may_overwrite))
+        if save_probabilities:
+            labels = probability_labels(pred.probabilities.shape[0], pred.contract.activation)
+            for label, channel in zip(labels, pred.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=image,
+                                           overwrite=may_overwrite))
+        return {"labels_present": [int(v) for v in np.unique(pred.labels)], "warnings": pred.warnings,
+                "contract": pred.contract.describe()}
+
+    report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
+                       on_start=on_start, on_case=on_case)
+    report.warnings = model_warnings
+    return report
+
+
+def correct_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    model: Any,
+    priors: Sequence[Any],
+    output: str | os.PathLike[str],
+    *,
+    settings: Any = None,
+    inference: Inference | None = None,
+    save_original: bool = False,
+    save_probabilities: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_start: Callable[[str, int, int], None] | None = None,
+    on_case: Callable[[CaseRecord], None] | None = None,
+    on_step: Callable[[str, int, float, float], None] | None = None,
+) -> BatchReport:
+    """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
+
+    Each case's ``result`` is its :class:`topofix.correction.CaseReport` as a dict.
+    """
+    from topofix.correction import CorrectionSettings, correct
+    from topofix.io import read_image, write_image, write_mask
+    from topofix.models.contract import resolve_activation
+    from topofix.priors import build_priors
+
+    settings = settings or CorrectionSettings()
+    inference = inference or Inference()
+    if inference.threshold != settings.threshold:
+        settings = dataclasses.replace(settings, threshold=inference.threshold)
+    prior_list = [p for p in build_priors(priors=list(priors)) if p.betti is not None]
+    if not prior_list:
+        raise ValueError("correct needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    module, path, model_warnings, dev = _load(model, inference.device)
+    mpath, sha = model_identity(path)
+    run = RunInfo("correct", mpath, sha, [p.spec for p in prior_list],
+                  {**dataclasses.asdict(settings), "inference": inference.describe(),
+                   "save_original": save_original, "save_probabilities": save_probabilities})
+
+    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        image = read_image(input_path)
+        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        result = correct(image, module, prior_list, settings=settings, contract=inference.contract,
+                         per_slice=inference.per_slice, patch_size=inference.patch_size,
+                         overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
+        written.append(write_mask(plan.mask, result.labels, reference=image, overwrite=may_overwrite))
+        if save_original:
+            written.append(write_mask(plan.original, result.original_labels, reference=image,
+                                      overwrite=may_overwrite))
+        if save_probabilities:
+            n = result.probabilities.shape[0]
+            activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
+            for label, channel in zip(probability_labels(n, activation), result.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=image,
+                                           overwrite=may_overwrite))
+        return result.report.to_dict()
+
+    report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
+                       on_start=on_start, on_case=on_case)
+    report.warnings = model_warnings
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------
+CSV_FIELDS = (
+    "path", "key", "status", "prior", "expected", "betti_before", "betti_after", "met_before", "met_after",
+    "failing_slices_before", "failing_slices_after", "absent", "absent_slices", "steps", "stop_reason",
+    "chosen_step", "seconds", "changed_fraction", "dice_original_corrected", "topo_loss", "similarity_loss",
+    "repaired", "repair_changed", "error",
+)
+
+
+def _fmt(values: Any) -> str:
+    return "-" if values is None else ",".join(str(v) for v in values)
+
+
+def report_rows(report: BatchReport) -> list[dict[str, Any]]:
+    """CSV rows: one per case and prior (one per case without priors)."""
+    rows = []
+    for case in report.cases:
+        r = case.result
+        base = {k: r.get(k) for k in CSV_FIELDS if k in r and k != "priors"}
+        base.update({"path": case.path, "key": case.key, "status": case.status, "error": case.error,
+                     "seconds": r.get("seconds", case.seconds)})
+        priors = r.get("priors") or []
+        if not priors:
+            rows.append(base)
+            continue
+        for prior in priors:
+            row = dict(base)
+            row.update({
+                "prior": prior["prior"], "expected": _fmt(prior["expected"]),
+                "betti_before": ";".join(_fmt(b) for b in prior["betti_before"]),
+                "betti_after": ";".join(_fmt(b) for b in prior["betti_after"]),
+                "met_before": prior["met_before"], "met_after": prior["met_after"],
+                "failing_slices_before": " ".join(map(str, prior["failing_slices_before"])),
+                "failing_slices_after": " ".join(map(str, prior["failing_slices_after"])),
+                "absent": prior.get("absent", False),
+                "absent_slices": " ".join(map(str, prior.get("absent_slices", []))),
+            })
+            rows.append(row)
+    return rows
+
+
+def write_reports(report: BatchReport, json_path: str | os.PathLike[str] | None,
+                  csv_path: str | os.PathLike[str] | None = None, *, overwrite: bool = True) -> list[Path]:
+    """Write the report as JSON (and CSV), atomically; returns the paths written."""
+    import csv
+    import io
+    import json
+
+    from topofix.atomic import atomic_write_text
+    from topofix.journal import json_safe
+
+    written = []
+    if json_path is not None:
+        text = json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False) + "\n"
+        written.append(atomic_write_text(json_path, text, overwrite=overwrite))
+    if csv_path is not None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+        writer.writeheader()
+        for row in report_rows(report):
+            writer.writerow({k: json_safe(row.get(k)) for k in CSV_FIELDS})
+        written.append(atomic_write_text(csv_path, buffer.getvalue(), overwrite=overwrite))
+    return written

@@ -1,0 +1,122 @@
+"""Every name topofix writes into an output folder, in one place.
+
+Why one module: ``predict``, ``correct``, ``check`` (which must skip topofix's own
+files), the journal and the HTML report all need to agree on where a case's
+mask, original mask and probability maps are, and a rule written twice drifts
+(``predict`` and ``correct`` once named the channels of a 2-channel sigmoid model
+differently).
+
+The rule for masks (documented in ``--help``):
+
+* Each input's mask has the input's file name, in the output folder.
+* When two inputs share a file name (``case_1/imaging.nii.gz``,
+  ``case_2/imaging.nii.gz``: the usual layout of public datasets), no name is
+  dropped: every input then keeps its path relative to the inputs' common
+  folder (``case_1/imaging.nii.gz`` under the output folder). The layout
+  depends only on the set of inputs, never on the order they run in.
+* Beside the mask: ``<stem>_original<ext>`` (the uncorrected prediction; PNG
+  and every other format keep their extension) and ``<stem>_prob<L><ext>``
+  (the probability of label ``L``; PNG inputs get ``.nii.gz``, PNG cannot hold
+  floats).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "JOURNAL",
+    "LOCK",
+    "REPORT_CSV",
+    "REPORT_HTML",
+    "REPORT_JSON",
+    "CaseOutputs",
+    "is_own_output",
+    "plan_outputs",
+    "probability_labels",
+    "split_name",
+]
+
+REPORT_JSON = "topofix_report.json"
+REPORT_CSV = "topofix_report.csv"
+REPORT_HTML = "topofix_report.html"
+JOURNAL = "topofix_journal.jsonl"
+"""One JSON line per finished case, appended as each finishes (see :mod:`topofix.journal`)."""
+LOCK = ".topofix.lock"
+"""Held (``flock``) by the run writing to the folder; a second run is refused."""
+TEMP_PREFIX = ".topofix-tmp-"
+"""Hidden temporary folders of the image writers; stale ones are removed by the next run."""
+
+ORIGINAL_SUFFIX = "_original"
+PROBABILITY_SUFFIX = "_prob"
+_OWN = re.compile(rf"({re.escape(ORIGINAL_SUFFIX)}|{re.escape(PROBABILITY_SUFFIX)}\d+)$")
+
+
+def split_name(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(stem, extension)`` of an image file name (``.nii.gz`` is one extension)."""
+    from topofix.io import image_extension
+
+    name = os.path.basename(os.fspath(path))
+    ext = image_extension(name) or ""
+    return (name[: len(name) - len(ext)] if ext else name), (name[len(name) - len(ext):] if ext else "")
+
+
+def is_own_output(path: str | os.PathLike[str]) -> bool:
+    """True for ``<stem>_original<ext>`` and ``<stem>_prob<L><ext>``: files topofix wrote beside a mask."""
+    return bool(_OWN.search(split_name(path)[0]))
+
+
+def probability_labels(n_channels: int, activation: str) -> list[int]:
+    """Label of each probability channel: channel k is label k (softmax) or k+1 (sigmoid).
+
+    One home for the rule, so ``predict`` and ``correct`` name the channels alike.
+    """
+    offset = 1 if activation == "sigmoid" or (activation == "none" and n_channels == 1) else 0
+    return [k + offset for k in range(n_channels)]
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """Where one input's outputs go."""
+
+    key: str
+    """The mask's path relative to the output folder (POSIX separators): the case's name in reports."""
+    mask: Path
+
+    @property
+    def _stem_ext(self) -> tuple[str, str]:
+        return split_name(self.mask)
+
+    @property
+    def original(self) -> Path:
+        stem, ext = self._stem_ext
+        return self.mask.with_name(f"{stem}{ORIGINAL_SUFFIX}{ext or '.nii.gz'}")
+
+    def probability(self, label: int) -> Path:
+        stem, ext = self._stem_ext
+        ext = ".nii.gz" if ext in ("", ".png") else ext
+        return self.mask.with_name(f"{stem}{PROBABILITY_SUFFIX}{label}{ext}")
+
+
+def _common_folder(paths: Sequence[str]) -> str:
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    return os.path.commonpath(folders) if folders else ""
+
+
+def plan_outputs(paths: Sequence[str], folder: str | os.PathLike[str]) -> dict[str, CaseOutputs]:
+    """The outputs of every input path (keys: the paths as given), by the rule of the module docstring."""
+    folder = Path(folder)
+    names = Counter(os.path.basename(p) for p in paths)
+    clash = any(n > 1 for n in names.values())
+    root = _common_folder(paths) if clash else ""
+    plans = {}
+    for p in paths:
+        rel = os.path.relpath(os.path.abspath(p), root) if clash else os.path.basename(p)
+        key = Path(rel).as_posix()
+        plans[p] = CaseOutputs(key, folder / rel)
+    return plans
