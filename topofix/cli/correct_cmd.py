@@ -173,6 +173,7 @@ def correct_command(
         if loss_form not in LOSS_NAMES:
             raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
         patch = options.parse_patch_size(patch_size)
+        multiple = options.parse_pad_multiple(pad_multiple)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
         if output.exists() and not output.is_dir():
@@ -219,7 +220,7 @@ def correct_command(
         repair=repair,
         roi_threshold=0.5 if roi else None, always=always, seed=seed,
     )
-    contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple)
+    contract = ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=multiple)
     cases = _run_batch(
         items, loaded, priors, settings, contract, output, dev,
         per_slice=None if per_slice is None else per_slice.value, patch=patch, overlap=overlap,

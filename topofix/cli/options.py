@@ -148,13 +148,14 @@ Activation = Annotated[
     ),
 ]
 PadMultiple = Annotated[
-    Optional[int],
+    Optional[str],
     typer.Option(
         "--pad-multiple",
-        metavar="N",
-        min=1,
-        help="Pad image sides to a multiple of N before the network (cropped back after). "
-        "Default: detected on the model (2^poolings for a U-Net, up to 32).",
+        metavar="N|Z,Y,X",
+        help="Pad image sides to a multiple of N before the network (cropped back after): one number for "
+        "every axis, or one per axis of the network in array order (Z,Y,X for a 3D network, Y,X for a 2D "
+        "one, per slice too); e.g. 1,16,16 for a 3D network that does not downsample z. "
+        "Default: detected on the model, per axis (2^poolings along each axis, up to 32).",
         show_default=False,
         rich_help_panel=MODEL_PANEL,
     ),
@@ -213,3 +214,24 @@ def parse_patch_size(text: str | None) -> tuple[int, ...] | None:
     if not 1 <= len(sides) <= 3 or any(s < 1 for s in sides):
         raise ValueError(f"--patch-size {text!r}: expected 1 to 3 positive integers, e.g. 96,96,96")
     return sides
+
+
+def parse_pad_multiple(text: str | None) -> int | tuple[int, ...] | None:
+    """``"8"`` -> ``8`` (every axis); ``"1,16,16"`` -> ``(1, 16, 16)`` (one per axis, array order).
+
+    ValueError with a one-line reason for anything else (zero, negative, not a number, 4 numbers).
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"--pad-multiple {text!r}: expected a positive integer, or 2 or 3 separated by commas (Y,X or Z,Y,X)"
+        ) from None
+    if len(values) > 3 or any(v < 1 for v in values):
+        raise ValueError(
+            f"--pad-multiple {text!r}: expected a positive integer, or 2 or 3 separated by commas (Y,X or Z,Y,X)"
+        )
+    return values[0] if len(values) == 1 else values

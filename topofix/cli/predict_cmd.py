@@ -108,6 +108,7 @@ def predict_command(
     # Usage checks first: nothing is loaded (torch included) for a typo.
     try:
         patch = options.parse_patch_size(patch_size)
+        multiple = options.parse_pad_multiple(pad_multiple)
     except ValueError as error:
         print_error(str(error))
         raise typer.Exit(2) from None
@@ -146,7 +147,7 @@ def predict_command(
         err.print(f"[yellow]warning:[/] {model}: {warning}", highlight=False)
 
     contract = ModelContract(
-        normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple,
+        normalize=normalize.value, activation=activation.value, pad_multiple=multiple,
     )
     written, failed = _run_batch(
         items, loaded.module, contract, output, dev,
