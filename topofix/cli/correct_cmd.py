@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error, write_csv, write_json
+from topofix.cli.console import err, out, print_error, print_warning, write_csv, write_json
 from topofix.cli.predict_cmd import planned_outputs, probability_labels
 from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
@@ -137,7 +137,7 @@ def correct_command(
     evidence_floor: Annotated[float, typer.Option("--evidence-floor", min=0.0, max=1.0, metavar="P", help="A structure whose probability stays below P in a scan (or slice) is reported absent and left as predicted; the repair stage never closes a loop or keeps a component below P.", rich_help_panel="Optimisation")] = _DEFAULTS.evidence_floor,
     repair: Annotated[bool, typer.Option("--repair/--no-repair", help="When fine-tuning stops without meeting the prior, bring the mask to it by the smallest change the probability map supports (remove/fill in order of persistence, close loops along the most probable path above the evidence floor).", rich_help_panel="Optimisation")] = _DEFAULTS.repair,
     roi: Annotated[bool, typer.Option("--roi/--no-roi", help="Compute the topological term in the bounding box of the foreground (probability >= 0.5) plus 2 voxels.", rich_help_panel="Optimisation")] = True,
-    threshold: Annotated[float, typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where probability >= P.", rich_help_panel="Optimisation")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", metavar="P", help=options.THRESHOLD_HELP, show_default=False, rich_help_panel="Optimisation")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (results are deterministic on the CPU).", rich_help_panel="Optimisation")] = 0,
     always: Annotated[bool, typer.Option("--always", help="Fine-tune even scans whose original mask already meets the prior.", rich_help_panel="Optimisation")] = False,
     normalize: options.Normalize = options.NormalizeChoice.zscore,
@@ -174,6 +174,7 @@ def correct_command(
             raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
+        options.parse_threshold(threshold)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
         if output.exists() and not output.is_dir():
@@ -212,10 +213,11 @@ def correct_command(
         print_error(str(error))
         raise typer.Exit(2) from None
     for warning in loaded.warnings:
-        err.print(f"[yellow]warning:[/] {escape(str(model))}: {escape(warning)}", highlight=False)
+        print_warning(f"{model}: {warning}")
 
     settings = CorrectionSettings(
-        steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
+        steps=steps, lr=lr, lam=lam, threshold=options.parse_threshold(threshold), connectivity=connectivity.value,
+        form=loss_form,
         temperature=temperature, plateau=plateau or None, escalate=escalate, evidence_floor=evidence_floor,
         repair=repair,
         roi_threshold=0.5 if roi else None, always=always, seed=seed,
@@ -225,7 +227,7 @@ def correct_command(
         items, loaded, priors, settings, contract, output, dev,
         per_slice=None if per_slice is None else per_slice.value, patch=patch, overlap=overlap,
         save_original=save_original or html, save_probabilities=save_probabilities, skip_existing=skip_existing,
-        overwrite=overwrite, quiet=quiet, previous=previous,
+        overwrite=overwrite, quiet=quiet, previous=previous, warn_threshold=threshold is not None,
     )
 
     if not quiet and cases:
@@ -300,7 +302,8 @@ def _stem_ext(path: str) -> tuple[str, str]:
 
 
 def _run_batch(items, loaded, priors, settings, contract, output: Path, dev, *, per_slice, patch, overlap,
-               save_original, save_probabilities, skip_existing, overwrite, quiet, previous) -> list[dict]:
+               save_original, save_probabilities, skip_existing, overwrite, quiet, previous,
+               warn_threshold=False) -> list[dict]:
     from tqdm.auto import tqdm
 
     from topofix.correction import correct
@@ -341,6 +344,12 @@ def _run_batch(items, loaded, priors, settings, contract, output: Path, dev, *, 
             result = correct(image, loaded.module, priors, settings=settings, contract=contract,
                              per_slice=per_slice, patch_size=patch, overlap=overlap, device=str(dev), path=path,
                              callback=progress)
+            if warn_threshold:  # --threshold given: say once if it cannot apply
+                warn_threshold = False
+                unused = options.threshold_warning(contract.activation, result.probabilities.shape[0])
+                if unused:
+                    with tqdm.external_write_mode(file=sys.stderr):
+                        print_warning(unused)
             write_mask(mask_path, result.labels, reference=image, overwrite=overwrite)
             if save_original:
                 original_ext = ext if ext else ".nii.gz"

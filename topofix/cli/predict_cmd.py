@@ -10,12 +10,12 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error
+from topofix.cli.console import err, out, print_error, print_warning
 from topofix.errors import TopofixError
 
 EXAMPLES = """
@@ -91,9 +91,9 @@ def predict_command(
     overlap: options.Overlap = 0.5,
     device: options.Device = options.DeviceChoice.auto,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where the probability is >= P.", rich_help_panel=options.MODEL_PANEL),
-    ] = 0.5,
+        Optional[float],
+        typer.Option("--threshold", metavar="P", help=options.THRESHOLD_HELP, show_default=False, rich_help_panel=options.MODEL_PANEL),
+    ] = None,
     save_probabilities: Annotated[
         bool,
         typer.Option("--save-probabilities", help="Also write one float32 probability map per label, <stem>_prob<L>.<ext>."),
@@ -109,6 +109,7 @@ def predict_command(
     try:
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
+        options.parse_threshold(threshold)
     except ValueError as error:
         print_error(str(error))
         raise typer.Exit(2) from None
@@ -144,7 +145,7 @@ def predict_command(
         print_error(str(error))
         raise typer.Exit(2) from None
     for warning in getattr(loaded, "warnings", None) or []:
-        err.print(f"[yellow]warning:[/] {model}: {warning}", highlight=False)
+        print_warning(f"{model}: {warning}")
 
     contract = ModelContract(
         normalize=normalize.value, activation=activation.value, pad_multiple=multiple,
@@ -176,9 +177,13 @@ def _run_batch(items, module, contract, output: Path, dev, *, per_slice, patch, 
         with tqdm.external_write_mode(file=sys.stderr):
             if level == "error":
                 print_error(message)
+            elif level == "warning":
+                print_warning(message)
             else:
                 err.print(f"[yellow]{level}:[/] {message}", highlight=False)
 
+    warn_threshold = threshold is not None
+    threshold = options.parse_threshold(threshold)
     written = failed = 0
     claimed: dict[Path, str] = {}  # output path -> the input it belongs to
     described = False
@@ -201,6 +206,11 @@ def _run_batch(items, module, contract, output: Path, dev, *, per_slice, patch, 
                 image, module, contract=contract, per_slice=per_slice, patch_size=patch, overlap=overlap,
                 device=dev, threshold=threshold,
             )
+            if warn_threshold:  # given: say once if it cannot apply
+                warn_threshold = False
+                unused = options.threshold_warning(pred.contract.activation, pred.probabilities.shape[0])
+                if unused:
+                    report(unused, level="warning")
             if not described and not quiet:
                 described = True
                 how = f"per slice along {per_slice}" if per_slice else "whole images"

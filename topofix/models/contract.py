@@ -605,7 +605,7 @@ def resolve_contract(
     given = contract.spatial_dims
     if given is not None and given != needed:
         if given == 2:
-            raise ContractError("a 2D model on a 3D image must run slice by slice: set per_slice (--per-slice) to x, y or z")
+            raise ContractError("a 2D model on a 3D image must run slice by slice: set per_slice to x, y or z")
         what = "per slice" if per_slice is not None else "on a 2D image"
         raise ContractError(f"a 3D model cannot run {what}")
     if patch_size is not None:
@@ -619,7 +619,7 @@ def resolve_contract(
         if given is None and other in detect_spatial_dims(module, contract.in_channels):
             if other == 2:
                 raise ContractError(
-                    "this is a 2D model and the image is 3D: set per_slice (--per-slice) to x, y or z"
+                    "this is a 2D model and the image is 3D: set per_slice to x, y or z"
                 ) from None
             raise ContractError(
                 "this is a 3D model: it cannot run "
