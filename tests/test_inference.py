@@ -493,7 +493,7 @@ def test_predict_sigmoid_threshold_and_warning():
     np.testing.assert_array_equal(pred.labels, (pred.probabilities[0] >= 0.7).astype(np.uint8))
     assert not pred.warnings
     already = nn.Sequential(model, nn.Sigmoid())
-    assert "activation 'none'" in predict(image, already, device="cpu").warnings[0]
+    assert "activation='none'" in predict(image, already, device="cpu").warnings[0]
     softmaxed = nn.Sequential(nn.Conv2d(1, 3, 1), nn.Softmax(dim=1))
     assert "softmax" in predict(image, softmaxed, device="cpu").warnings[0]
     none = predict(image, already, device="cpu", contract=ModelContract(activation="none"))

@@ -664,7 +664,12 @@ def test_nan_inf_mask_refused(tmp_path, bad, ext, fdtype):
     with pytest.raises(InputError) as ei:
         read_mask(path)
     _assert_error(ei, path, "NaN or Inf")
-    read_image(path)  # a float image is fine as an image
+    # ... and as an image, in every format alike (NIfTI used to come back with 0 there)
+    with pytest.raises(InputError) as ei:
+        read_image(path)
+    _assert_error(ei, path, "image contains NaN or Inf values")
+    arr[1, 2, 3] = 0.5
+    np.testing.assert_array_equal(read_image(_write_float_nii(tmp_path / f"ok{ext}", arr)).array, arr)
 
 
 def test_probability_map_refused_as_mask(tmp_path):

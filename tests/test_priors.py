@@ -13,13 +13,13 @@ from topofix.priors import parse_alternatives
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [("1", (1,)), ("1,1", (1, 1)), ("1,1,0", (1, 1, 0)), (" 2 , 0 ", (2, 0)), ("0,0,3", (0, 0, 3))],
+    [("0", (0,)), ("1,1", (1, 1)), ("1,1,0", (1, 1, 0)), (" 2 , 0 ", (2, 0)), ("0,0,3", (0, 0, 3))],
 )
 def test_parse_betti(spec, expected):
     assert parse_betti(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "1,", "a,b", "1,1,0,0", "1.5,0", "-1,0", "1;1", "1,,1"])
+@pytest.mark.parametrize("spec", ["", "1,", "a,b", "1,1,0,0", "1.5,0", "-1,0", "1;1", "1,,1", "1", "2"])
 def test_malformed_betti_is_refused_with_a_clear_message(spec):
     with pytest.raises(PriorError) as info:
         parse_betti(spec)
@@ -106,7 +106,8 @@ def test_spec_writes_alternatives_back():
     assert Prior(betti=(1, 1), labels=(2,)).spec == "2=1,1"
 
 
-_alternative = st.lists(st.integers(0, 4), min_size=1, max_size=3).map(tuple)
+# two or three numbers, or a lone 0 (absent): the accepted forms
+_alternative = st.one_of(st.lists(st.integers(0, 4), min_size=2, max_size=3).map(tuple), st.just((0,)))
 
 
 def _stripped(values):
@@ -161,9 +162,9 @@ def test_malformed_betti_alternatives_from_the_betti_option():
 
 
 def test_mixed_lengths_are_fine_missing_numbers_are_zero():
-    prior = parse_prior("2=1|0,1,0|0,0,1")
+    prior = parse_prior("2=1,0|0,1,0|0,0,1")
     assert prior.options(3) == [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
-    with pytest.raises(PriorError, match="alternative 0,0,1 of prior 2=1|0,1,0|0,0,1 asks for beta2=1"):
+    with pytest.raises(PriorError, match=r"alternative 0,0,1 of prior 2=1,0\|0,1,0\|0,0,1 asks for beta2=1"):
         prior.options(2)  # refused as for a single prior: a 2D mask has no cavities
     assert parse_prior("2=1,1|0").options(2) == [(1, 1), (0, 0)]
 
@@ -246,3 +247,13 @@ def test_narrowed_keeps_the_structure_and_one_alternative():
     assert prior.narrowed(prior.nearest((1, 0, 0))).betti == (1, 1)
     with pytest.raises(PriorError, match="not an alternative"):
         prior.narrowed((2, 0))
+
+
+@pytest.mark.parametrize("spec", ["1", "2", "1,1|1", "3"])
+def test_one_nonzero_number_is_refused_everywhere(spec):
+    """The usage says B0,B1[,B2]: '1' would silently mean 1,0 (issue 11, point 7). A lone 0 is absent."""
+    with pytest.raises(PriorError, match="give at least B0,B1"):
+        build_priors(spec, "2")
+    with pytest.raises(PriorError, match="give at least B0,B1"):
+        parse_prior(f"2={spec}")
+    assert parse_prior("2=1,1|0").alternatives == ((1, 1), (0,))

@@ -119,7 +119,8 @@ def predict_files(
                 written.append(write_image(plan.probability(label), channel, reference=image,
                                            overwrite=may_overwrite))
         return {"labels_present": [int(v) for v in np.unique(pred.labels)], "warnings": pred.warnings,
-                "contract": pred.contract.describe()}
+                "contract": pred.contract.describe(), "activation": pred.contract.activation,
+                "channels": int(pred.probabilities.shape[0])}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
                        on_start=on_start, on_case=on_case)
@@ -175,13 +176,13 @@ def correct_files(
         if save_original:
             written.append(write_mask(plan.original, result.original_labels, reference=image,
                                       overwrite=may_overwrite))
+        n = result.probabilities.shape[0]
+        activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
         if save_probabilities:
-            n = result.probabilities.shape[0]
-            activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
             for label, channel in zip(probability_labels(n, activation), result.probabilities):
                 written.append(write_image(plan.probability(label), channel, reference=image,
                                            overwrite=may_overwrite))
-        return result.report.to_dict()
+        return {**result.report.to_dict(), "activation": activation, "channels": int(n)}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
                        on_start=on_start, on_case=on_case)

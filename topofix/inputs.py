@@ -1,22 +1,29 @@
 """Turn what a user typed (files, folders, globs) into a list of image paths.
 
 Why its own module: every batch command takes ``INPUT...`` the same way, and a
-path that matches nothing must become one reported error, not a crash that stops
-the batch.
+path that matches nothing (or a broken link) must become one reported error, not
+a crash that stops the batch nor a silent skip.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from topofix.errors import InputError
-from topofix.io import is_supported_image
+from topofix.io import image_extension
 
 _GLOB_CHARS = set("*?[")
+
+OWN_OUTPUT_SUFFIXES: tuple[str, ...] = ("_original", "_prob<L>")
+"""What ``correct`` and ``predict`` append to a scan's stem for their extra outputs:
+``<stem>_original<ext>`` (``--save-original``) and ``<stem>_prob<L><ext>``
+(``--save-probabilities``, one per label L)."""
+_OWN_OUTPUT = re.compile(r"^(?P<stem>.+)_(?:original|prob\d+)$")
 
 
 @dataclass(frozen=True)
@@ -27,19 +34,63 @@ class InputItem:
     error: InputError | None = None
 
 
-def _folder_images(folder: Path) -> list[str]:
-    return sorted(
-        str(p) for p in folder.iterdir() if p.is_file() and is_supported_image(p)
-    )
+def _split(name: str) -> tuple[str, str] | None:
+    """``(stem, ext)`` of an image file name (``.nii.gz`` counts as one extension); None if not an image."""
+    ext = image_extension(name)
+    if ext is None:
+        return None
+    return name[: len(name) - len(ext)], ext
 
 
-def expand_inputs(specs: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
+def _broken_link(path: str) -> InputError:
+    try:
+        target = f" {os.readlink(path)}"
+    except OSError:
+        target = ""
+    return InputError(path, f"broken symbolic link (its target{target} does not exist)")
+
+
+def _is_broken_link(path: str | Path) -> bool:
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _folder_items(folder: Path, include_own_outputs: bool) -> list[InputItem]:
+    """The folder's images, sorted; a broken link with an image's name is an error item.
+
+    topofix's own outputs (``<stem>_original<ext>``, ``<stem>_prob<L><ext>``) are
+    left out when an image named ``<stem>`` with an image extension sits in the
+    same folder, unless ``include_own_outputs``: a folder written by ``correct``
+    or ``predict --save-probabilities`` is then checked, evaluated or segmented
+    as its masks alone, instead of failing on probability maps.
+    """
+    entries: list[tuple[Path, tuple[str, str]]] = []
+    for p in folder.iterdir():
+        split = _split(p.name)
+        if split is not None and (p.is_file() or _is_broken_link(p)):
+            entries.append((p, split))
+    stems = {stem for p, (stem, _) in entries if p.is_file()}
+    items = []
+    for p, (stem, _) in sorted(entries):
+        own = _OWN_OUTPUT.match(stem)
+        if own and not include_own_outputs and own.group("stem") in stems:
+            continue
+        items.append(InputItem(str(p), _broken_link(str(p)) if _is_broken_link(p) else None))
+    return items
+
+
+def expand_inputs(
+    specs: Iterable[str | os.PathLike[str]], *, include_own_outputs: bool = False
+) -> list[InputItem]:
     """Expand files, folders (their supported images, sorted, not recursive) and globs.
 
     A spec that matches nothing is kept as an :class:`InputItem` carrying an
-    :class:`InputError`, so the caller reports it and goes on. Duplicates are
-    dropped (first occurrence kept). A file given explicitly is kept whatever its
-    extension: reading it then produces the precise error.
+    :class:`InputError`, so the caller reports it and goes on; so is a broken
+    symbolic link (in a folder, with an image's name; in a glob, any), instead of
+    being skipped without a word. Duplicates are dropped (first occurrence kept).
+    A file given explicitly is kept whatever its extension: reading it then
+    produces the precise error. In folders, topofix's own outputs next to their
+    scan (:data:`OWN_OUTPUT_SUFFIXES`) are skipped unless ``include_own_outputs``;
+    files and globs are taken as given.
     """
     items: list[InputItem] = []
     seen: set[str] = set()
@@ -55,19 +106,21 @@ def expand_inputs(specs: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
         text = os.fspath(spec)
         path = Path(text)
         if path.is_dir():
-            found = _folder_images(path)
+            found = _folder_items(path, include_own_outputs)
             if not found:
                 add(InputItem(text, InputError(text, "folder holds no supported image")))
-            for f in found:
-                add(InputItem(f))
+            for item in found:
+                add(item)
         elif path.exists():
             add(InputItem(text))
+        elif _is_broken_link(text):
+            add(InputItem(text, _broken_link(text)))
         elif _GLOB_CHARS & set(text):
-            matches = sorted(m for m in glob.glob(text, recursive=True) if os.path.isfile(m))
+            matches = sorted(m for m in glob.glob(text, recursive=True) if os.path.isfile(m) or _is_broken_link(m))
             if not matches:
                 add(InputItem(text, InputError(text, "no file matches this pattern")))
             for m in matches:
-                add(InputItem(m))
+                add(InputItem(m, _broken_link(m) if _is_broken_link(m) else None))
         else:
             add(InputItem(text, InputError(text, "file does not exist")))
     return items

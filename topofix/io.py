@@ -48,8 +48,10 @@ Traps this module guards against
   announced by the NIfTI header with the gzip ``ISIZE`` trailer (or the file
   size), and fall back to a full streaming decompression when they disagree.
 * nifticlib replaces NaN and Inf by 0 when it reads a float NIfTI file, so
-  the array never shows them; :func:`read_mask` scans the raw voxel data of
-  float NIfTI masks itself (:func:`read_image` returns what SimpleITK gives).
+  the array never shows them; :func:`read_image` and :func:`read_mask` scan
+  the raw voxel data of float NIfTI files themselves, and refuse NaN/Inf in
+  every format alike (an image with NaN would otherwise be segmented as if
+  those voxels were 0 in NIfTI, and refused in MHA/NRRD).
 * A truncated ``.mha`` makes SimpleITK say "No such file or directory".  We
   check the voxel data size announced by the MetaImage header ourselves.
 * This SimpleITK build reads NIfTI-1 only; a NIfTI-2 file gets a clear
@@ -715,8 +717,7 @@ def read_image(path: PathLike, *, allow_vector: bool = False) -> Image:
     Image
         ``array`` in numpy order ``(z, y, x)`` / ``(y, x)``, in the dtype stored
         in the file (NIfTI scaling ``scl_slope``/``scl_inter`` applied by
-        SimpleITK; NaN/Inf in float NIfTI read as 0 by nifticlib); geometry
-        exactly as SimpleITK reports it.
+        SimpleITK); geometry exactly as SimpleITK reports it.
 
     Raises
     ------
@@ -724,11 +725,30 @@ def read_image(path: PathLike, *, allow_vector: bool = False) -> Image:
         Missing file, directory, unsupported extension, unreadable, corrupt or
         truncated file (including truncated ``.nii.gz`` / ``.nii``, which
         SimpleITK itself reads without complaint), 4D image, vector image
-        (unless ``allow_vector``), grey+alpha PNG.
+        (unless ``allow_vector``), grey+alpha PNG, NaN or Inf values in any
+        format ("image contains NaN or Inf values"; in NIfTI found by scanning
+        the file, since SimpleITK reads them as 0).
     """
     f = _open_checked(path)
     img = _read_sitk(f, allow_vector)
-    return Image(sitk.GetArrayFromImage(img), _geometry_of(img), f.shown)
+    array = sitk.GetArrayFromImage(img)
+    if _has_nonfinite(f, array):
+        raise InputError(f.shown, "image contains NaN or Inf values")
+    return Image(array, _geometry_of(img), f.shown)
+
+
+def _has_nonfinite(f: _Checked, array: np.ndarray) -> bool:
+    """NaN/Inf in the array read, or (float NIfTI) in the file, where SimpleITK turned them into 0."""
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating)):
+        return False
+    if not np.isfinite(array).all():
+        return True
+    if f.nifti is None:
+        return False
+    try:
+        return _nifti_has_nonfinite(f.path, f.nifti, f.gzipped)
+    except (OSError, EOFError, zlib.error):
+        return False  # the reader succeeded; do not invent an error
 
 
 def _smallest_label_dtype(lo: int, hi: int) -> np.dtype | None:
@@ -823,13 +843,8 @@ def read_mask(path: PathLike) -> Image:
     def fail(problem: str) -> NoReturn:
         raise InputError(shown, problem)
 
-    if f.nifti is not None and np.issubdtype(array.dtype, np.floating):
-        try:
-            nonfinite = _nifti_has_nonfinite(f.path, f.nifti, f.gzipped)
-        except (OSError, EOFError, zlib.error):
-            nonfinite = False  # the reader succeeded; do not invent an error
-        if nonfinite:
-            fail("mask contains NaN or Inf values (SimpleITK would have read them as 0)")
+    if f.nifti is not None and _has_nonfinite(f, array):
+        fail("mask contains NaN or Inf values (SimpleITK would have read them as 0)")
     return Image(_as_labels(array, fail), _geometry_of(img), shown)
 
 
@@ -918,10 +933,16 @@ def _write_and_commit(
 def _read_back_problem(path: Path, expected: np.ndarray) -> str | None:
     """Why the file just written at ``path`` is not ``expected`` (``None``: it is, voxel for voxel)."""
     try:
-        back = read_image(path)
+        f = _open_checked(path)  # the structural checks: a truncated file is refused here
+        back = sitk.GetArrayFromImage(_read_sitk(f, False))
     except InputError as exc:
         return f"the written file does not read back ({exc.problem}); is the disk full?"
-    if back.array.shape != expected.shape or not np.array_equal(back.array, expected):
+    if back.shape != expected.shape:
+        return "the written file reads back a different shape; is the disk full?"
+    finite = np.isfinite(expected) if np.issubdtype(expected.dtype, np.floating) else None
+    same = np.array_equal(back, expected) if finite is None or finite.all() else \
+        np.array_equal(back[finite], expected[finite])  # NaN/Inf: NIfTI readers give 0 there
+    if not same:
         return "the written file reads back different voxels; is the disk full?"
     return None
 

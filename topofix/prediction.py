@@ -174,7 +174,7 @@ def predict(
             problem = "are already probabilities (in [0, 1], summing to 1), and a softmax was applied on top"
         warnings.append(
             f"the model's outputs {problem}; if the model ends with its own {activation}, "
-            "use activation 'none' (--activation none)"
+            "use activation='none'"
         )
     prob = apply_activation(raw, activation)
     labels = labels_from_probabilities(prob, activation, threshold)

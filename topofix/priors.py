@@ -7,6 +7,10 @@ of Byrne et al. (IEEE TMI 2022) on cardiac short-axis slices:
 ``--betti 1,1,0``
     Betti numbers (beta0, beta1[, beta2]) of the foreground (any non-zero label),
     or of ``--label L`` when given. For 2D masks a third number must be 0.
+    Two or three numbers: ``--betti 1`` is refused because it reads both as
+    "one solid component" (1,0) and as "one component, any loops"; write
+    ``1,0``.  A lone ``0`` is allowed (absent: no component has no loop
+    either), mostly as an alternative (``1,1|0``).
 ``--label 2`` / ``--label 1+2``
     The label (or union of labels) that ``--betti`` applies to. Alone, without
     ``--betti``, it only reports that structure's Betti numbers.
@@ -19,8 +23,8 @@ of Byrne et al. (IEEE TMI 2022) on cardiac short-axis slices:
     Alternatives, separated by ``|``: the structure meets the prior when any
     of them holds. ``2=1,1|0,0`` reads "label 2 is a ring, or absent" (e.g.
     short-axis slices above the base or below the apex). Missing numbers are
-    0, so ``1,1|0`` is the same as ``1,1|0,0``; an alternative may not be
-    repeated.
+    0 (a lone ``0`` is absent), so ``1,1|0`` is the same as ``1,1|0,0``; an
+    alternative may not be repeated.
 
 Example, ACDC labels (1 RV, 2 MYO, 3 LV)::
 
@@ -191,16 +195,23 @@ def _strip(values: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def parse_betti(spec: str) -> tuple[int, ...]:
-    """Parse ``"1,1,0"`` into ``(1, 1, 0)``: one to three non-negative integers."""
+    """Parse ``"1,1,0"`` into ``(1, 1, 0)``: two or three non-negative integers (B0,B1[,B2]),
+    or a lone ``"0"`` (absent).  One non-zero number is refused: ``1`` would silently
+    mean ``1,0`` (no loop) to a user who may have meant "one component"."""
     parts = str(spec).split(",")
     if not 1 <= len(parts) <= 3 or not all(_INT.match(p) for p in parts):
         raise PriorError(
-            f"malformed Betti numbers {spec!r}: expected 1 to 3 comma-separated integers "
+            f"malformed Betti numbers {spec!r}: expected B0,B1 or B0,B1,B2, comma-separated integers "
             "such as 1,1 (one component, one loop) or 1,0,0"
         )
     values = tuple(int(p) for p in parts)
     if any(v < 0 for v in values):
         raise PriorError(f"malformed Betti numbers {spec!r}: Betti numbers cannot be negative")
+    if len(values) == 1 and values[0] != 0:
+        raise PriorError(
+            f"malformed Betti numbers {spec!r}: give at least B0,B1 (e.g. {values[0]},0 for "
+            f"{values[0]} solid component(s), {values[0]},1 with one loop); only 0 (absent) stands alone"
+        )
     return values
 
 

@@ -21,6 +21,9 @@ EXAMPLES = """
   Betti numbers of every mask in a folder (no prior: just measure):
     [cyan]topofix check masks/[/]
 
+  A folder written by topofix correct (its <stem>_original / <stem>_prob<L> files are skipped):
+    [cyan]topofix check fixed/ --per-slice z -p 2=1,1[/]
+
   Myocardium (label 2) must be one ring; exit 1 if any mask breaks it:
     [cyan]topofix check masks/*.nii.gz --label 2 --betti 1,1[/]
 
@@ -136,7 +139,7 @@ def _csv_rows(report):
 
 
 def check_command(
-    inputs: Annotated[list[str], typer.Argument(help="Mask files (label maps: NIfTI, MHA/MHD, NRRD, PNG), folders or glob patterns.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Mask files (label maps: NIfTI, MHA/MHD, NRRD, PNG), folders or glob patterns. " + options.FOLDER_NOTE, show_default=False)],
     betti: options.Betti = None,
     label: options.Label = None,
     prior: options.PriorSpecs = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,37 @@ out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# The library's messages name the Python API (``per_slice``, ``overwrite=True``...); on the
+# command line the same hints must name the options. Each entry: the library's wording, the CLI's.
+_CLI_WORDING: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bset per_slice to x, y or z"), "set --per-slice to x, y or z"),
+    (re.compile(r"\bactivation='none'"), "--activation none"),
+    (re.compile(r"\bdevice='cpu' or 'auto'"), "--device cpu or auto"),
+    (re.compile(r"\buse patch_size or a smaller batch_size"), "use --patch-size"),
+    (re.compile(r"\buse overwrite=True / --overwrite\b"), "use --overwrite"),
+    (re.compile(r"\bin_channels is (\d+)"), r"the images have \1"),
+)
+
+
+def cli_wording(message: str) -> str:
+    """``message`` with the library's Python names replaced by the command-line options."""
+    for pattern, replacement in _CLI_WORDING:
+        message = pattern.sub(replacement, message)
+    return message
+
+
 def print_error(message: str) -> None:
-    """Print one error line (``error: <path>: <problem>``) to stderr.
+    """Print one error line (``error: <path>: <problem>``) to stderr, in the CLI's words.
 
     The message is escaped: file names may contain ``[...]``, which rich would
     read as markup.
     """
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(cli_wording(message))}", markup=True, highlight=False)
+
+
+def print_warning(message: str) -> None:
+    """Print one warning line to stderr, in the CLI's words (escaped like :func:`print_error`)."""
+    err.print(f"[yellow]warning:[/] {escape(cli_wording(message))}", markup=True, highlight=False)
 
 
 def json_text(data: Any) -> str:

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from topofix.cli import options
 from topofix.batch import check_report_path
-from topofix.cli.console import err, out, print_error
-from topofix.cli.progress import BatchProgress, flat_case
+from topofix.cli.console import err, out, print_error, print_warning
+from topofix.cli.progress import BatchProgress, flat_case, print_threshold_warning
 from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
 from topofix.outputs import REPORT_CSV, REPORT_HTML, REPORT_JSON
@@ -110,7 +110,7 @@ def correct_command(
     evidence_floor: Annotated[float, typer.Option("--evidence-floor", min=0.0, max=1.0, metavar="P", help="A structure whose probability stays below P in a scan (or slice) is reported absent and left as predicted; the repair stage never closes a loop or keeps a component below P.", rich_help_panel="Optimisation")] = _DEFAULTS.evidence_floor,
     repair: Annotated[bool, typer.Option("--repair/--no-repair", help="When fine-tuning stops without meeting the prior, bring the mask to it by the smallest change the probability map supports (remove/fill in order of persistence, close loops along the most probable path above the evidence floor).", rich_help_panel="Optimisation")] = _DEFAULTS.repair,
     roi: Annotated[bool, typer.Option("--roi/--no-roi", help="Compute the topological term in the bounding box of the foreground (probability >= 0.5) plus 2 voxels.", rich_help_panel="Optimisation")] = True,
-    threshold: Annotated[float, typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where probability >= P.", rich_help_panel="Optimisation")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", metavar="P", help=options.THRESHOLD_HELP, show_default=False, rich_help_panel="Optimisation")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (results are deterministic on the CPU).", rich_help_panel="Optimisation")] = 0,
     always: Annotated[bool, typer.Option("--always", help="Fine-tune even scans whose original mask already meets the prior.", rich_help_panel="Optimisation")] = False,
     normalize: options.Normalize = options.NormalizeChoice.zscore,
@@ -149,6 +149,8 @@ def correct_command(
         if loss_form not in LOSS_NAMES:
             raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
         patch = options.parse_patch_size(patch_size)
+        multiple = options.parse_pad_multiple(pad_multiple)
+        threshold_value = options.parse_threshold(threshold)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
         reports = [json_file, csv_file, *([html_file] if html else [])]
@@ -167,14 +169,14 @@ def correct_command(
     from topofix.models.contract import ModelContract
 
     settings = CorrectionSettings(
-        steps=steps, lr=lr, lam=lam, threshold=threshold, connectivity=connectivity.value, form=loss_form,
+        steps=steps, lr=lr, lam=lam, threshold=threshold_value, connectivity=connectivity.value, form=loss_form,
         temperature=temperature, plateau=plateau or None, escalate=escalate, evidence_floor=evidence_floor,
         repair=repair, roi_threshold=0.5 if roi else None, always=always, seed=seed,
     )
     inference = Inference(
-        contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple),
+        contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=multiple),
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
-        device=device.value, threshold=threshold,
+        device=device.value, threshold=threshold_value,
     )
     progress = BatchProgress("correct", quiet)
     try:
@@ -189,7 +191,8 @@ def correct_command(
         raise typer.Exit(2) from None
     progress.close()
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {escape(str(model))}: {escape(warning)}", highlight=False)
+        print_warning(f"{model}: {warning}")
+    print_threshold_warning(report, given=threshold is not None)
 
     cases = [flat_case(c) for c in report.cases]
     if not quiet and cases:

@@ -28,13 +28,19 @@ class EmptyChoice(str, Enum):
 
 PRIORS_PANEL = "Topological prior"
 
+FOLDER_NOTE = (
+    "In a folder, topofix's own extra outputs next to their mask (<stem>_original, <stem>_prob<L>) are "
+    "skipped; give them as files or a glob to include them. Broken links are reported."
+)
+
 Betti = Annotated[
     Optional[str],
     typer.Option(
         "--betti",
         "-b",
         metavar="B0,B1[,B2][|...]",
-        help="Betti numbers the structure must have: components, loops (holes), cavities. "
+        help="Betti numbers the structure must have: components, loops (holes), cavities; two or three "
+        "numbers (a lone 0 means absent). "
         "1,1 = one ring (myocardium); 1,0 = one solid blob; 1,0,0 = one solid 3D object. "
         "Alternatives with '|' (quoted in the shell), met when any holds: '1,1|0,0' = a ring, or absent. "
         "Applies to --label, or to any non-zero voxel.",
@@ -57,7 +63,8 @@ PriorSpecs = Annotated[
         "--prior",
         "-p",
         metavar="LABELS=B0,B1[,B2][|...]",
-        help="Per-label prior, repeatable; unions with '+'. ACDC example (1 RV, 2 MYO, 3 LV): "
+        help="Per-label prior, repeatable; unions with '+'; two or three Betti numbers as in --betti. "
+        "ACDC example (1 RV, 2 MYO, 3 LV): "
         "--prior 2=1,1 --prior 1=1,0 --prior 3=1,0 --prior 2+3=1,0 --prior 1+3=2,0. "
         "Alternatives with '|' (quoted in the shell), met when any holds: "
         "'2=1,1|0,0': a ring, or absent (e.g. slices above the base or below the apex).",
@@ -148,13 +155,14 @@ Activation = Annotated[
     ),
 ]
 PadMultiple = Annotated[
-    Optional[int],
+    Optional[str],
     typer.Option(
         "--pad-multiple",
-        metavar="N",
-        min=1,
-        help="Pad image sides to a multiple of N before the network (cropped back after). "
-        "Default: detected on the model (2^poolings for a U-Net, up to 32).",
+        metavar="N|Z,Y,X",
+        help="Pad image sides to a multiple of N before the network (cropped back after): one number for "
+        "every axis, or one per axis of the network in array order (Z,Y,X for a 3D network, Y,X for a 2D "
+        "one, per slice too); e.g. 1,16,16 for a 3D network that does not downsample z. "
+        "Default: detected on the model, per axis (2^poolings along each axis, up to 32).",
         show_default=False,
         rich_help_panel=MODEL_PANEL,
     ),
@@ -213,3 +221,47 @@ def parse_patch_size(text: str | None) -> tuple[int, ...] | None:
     if not 1 <= len(sides) <= 3 or any(s < 1 for s in sides):
         raise ValueError(f"--patch-size {text!r}: expected 1 to 3 positive integers, e.g. 96,96,96")
     return sides
+
+
+def parse_pad_multiple(text: str | None) -> int | tuple[int, ...] | None:
+    """``"8"`` -> ``8`` (every axis); ``"1,16,16"`` -> ``(1, 16, 16)`` (one per axis, array order).
+
+    ValueError with a one-line reason for anything else (zero, negative, not a number, 4 numbers).
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"--pad-multiple {text!r}: expected a positive integer, or 2 or 3 separated by commas (Y,X or Z,Y,X)"
+        ) from None
+    if len(values) > 3 or any(v < 1 for v in values):
+        raise ValueError(
+            f"--pad-multiple {text!r}: expected a positive integer, or 2 or 3 separated by commas (Y,X or Z,Y,X)"
+        )
+    return values[0] if len(values) == 1 else values
+
+
+THRESHOLD_HELP = "Sigmoid outputs: foreground where the probability is >= P, with 0 < P < 1 (default 0.5). " \
+    "No effect on softmax outputs (argmax), which a warning says."
+
+
+def parse_threshold(value: float | None) -> float:
+    """``--threshold``: 0.5 when not given; ValueError (one line) outside (0, 1) or NaN."""
+    if value is None:
+        return 0.5
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise ValueError(f"--threshold {value}: must be strictly between 0 and 1")
+    return value
+
+
+def threshold_warning(activation: str, n_channels: int) -> str | None:
+    """The line to print once when --threshold was given for an output it does not apply to."""
+    from topofix.models.inference import threshold_applies
+
+    if threshold_applies(activation, n_channels):
+        return None
+    return (f"--threshold has no effect: the model's {n_channels} output channels are read with an argmax "
+            "(softmax); it applies to sigmoid outputs only")

@@ -7,13 +7,14 @@ segmentations (and their topology, with ``topofix check``) before correcting the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error
-from topofix.cli.progress import BatchProgress
+from topofix.cli.console import err, out, print_error, print_warning
+from topofix.cli.progress import BatchProgress, print_threshold_warning
 from topofix.errors import TopofixError
 
 EXAMPLES = """
@@ -63,9 +64,9 @@ def predict_command(
     overlap: options.Overlap = 0.5,
     device: options.Device = options.DeviceChoice.auto,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", metavar="P", help="Sigmoid outputs: foreground where the probability is >= P.", rich_help_panel=options.MODEL_PANEL),
-    ] = 0.5,
+        Optional[float],
+        typer.Option("--threshold", metavar="P", help=options.THRESHOLD_HELP, show_default=False, rich_help_panel=options.MODEL_PANEL),
+    ] = None,
     save_probabilities: Annotated[
         bool,
         typer.Option("--save-probabilities", help="Also write one float32 probability map per label, <stem>_prob<L>.<ext>."),
@@ -81,6 +82,8 @@ def predict_command(
     # Usage checks first: nothing is loaded (torch included) for a typo.
     try:
         patch = options.parse_patch_size(patch_size)
+        multiple = options.parse_pad_multiple(pad_multiple)
+        threshold_value = options.parse_threshold(threshold)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
     except (TopofixError, ValueError) as error:
@@ -91,9 +94,9 @@ def predict_command(
     from topofix.models.contract import ModelContract
 
     inference = Inference(
-        contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=pad_multiple),
+        contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=multiple),
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
-        device=device.value, threshold=threshold,
+        device=device.value, threshold=threshold_value,
     )
     progress = BatchProgress("predict", quiet)
     try:
@@ -106,15 +109,16 @@ def predict_command(
         raise typer.Exit(2) from None
     progress.close()
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {model}: {warning}", highlight=False)
-    shown: set[str] = set()
+        print_warning(f"{model}: {warning}")
+    print_threshold_warning(report, given=threshold is not None)
+    described = False
     for case in report.cases:
         for warning in case.result.get("warnings") or []:
-            err.print(f"[yellow]warning:[/] {case.path}: {warning}", highlight=False)
+            print_warning(f"{case.path}: {warning}")
         how = case.result.get("contract")
-        if how and not quiet and "contract" not in shown:
-            shown.add("contract")
-            err.print(f"model {model}: {how}; device {inference.device}", highlight=False)
+        if how and not quiet and not described:
+            described = True
+            err.print(f"model {escape(str(model))}: {escape(how)}; device {inference.device}", highlight=False)
     written = sum(1 for c in report.cases if c.ok)
     summary = f"{written} mask(s) written to {output}"
     resumed = sum(1 for c in report.cases if c.status == "resumed")

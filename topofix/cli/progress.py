@@ -7,9 +7,9 @@ import sys
 from typing import Any
 
 from topofix.batch import CaseRecord, _flat_case
-from topofix.cli.console import print_error
+from topofix.cli.console import print_error, print_warning
 
-__all__ = ["BatchProgress", "flat_case"]
+__all__ = ["BatchProgress", "flat_case", "print_threshold_warning"]
 
 
 def flat_case(record: CaseRecord) -> dict[str, Any]:
@@ -53,3 +53,18 @@ class BatchProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def print_threshold_warning(report: Any, given: bool) -> None:
+    """``--threshold`` given for a model read with an argmax: say once that it changes nothing."""
+    if not given:
+        return
+    from topofix.cli.options import threshold_warning
+
+    for case in report.cases:
+        activation, channels = case.result.get("activation"), case.result.get("channels")
+        if activation and channels:
+            message = threshold_warning(activation, int(channels))
+            if message:
+                print_warning(message)
+            return

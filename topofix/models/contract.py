@@ -9,8 +9,11 @@ stored in a TorchScript or ONNX file, so :class:`ModelContract` states it, and
 itself with a few forward passes on small dummy inputs:
 
 * ``spatial_dims`` (2 or 3): a 2D and a 3D dummy forward;
-* ``pad_multiple``: the smallest power of two ``m <= 32`` such that inputs whose
-  sides are odd multiples of ``m`` run and come back at the same size;
+* ``pad_multiple``: per axis, the smallest power of two ``m <= 32`` such that
+  inputs whose side along that axis is an odd multiple of ``m`` run and come
+  back at the same size (a network that never downsamples z gets 1 there: its
+  slices are not padded, which matters for instance norm, which sees the
+  padding);
 * ``activation="auto"``: sigmoid for one output channel, softmax for more
   (decided from the output itself, see :func:`resolve_activation`).
 
@@ -62,7 +65,9 @@ __all__ = [
     "add_batch_channel",
     "crop_spatial",
     "detect_pad_multiple",
+    "detect_pad_multiples",
     "detect_spatial_dims",
+    "format_multiple",
     "first_output",
     "module_device_dtype",
     "normalize_array",
@@ -112,9 +117,13 @@ class ModelContract:
           that normalise internally or were trained on raw values.
     pad_multiple:
         Spatial sides are padded up to a multiple of this before the forward
-        pass and the output is cropped back.  ``None``: detected on the model
-        (:func:`detect_pad_multiple`).  Unused with patch-based inference,
-        whose windows have the patch size.
+        pass and the output is cropped back: one number for every axis, or
+        one per axis of the network in array order (``(1, 8, 8)`` for a 3D
+        network that does not downsample z; ``(y, x)`` for a 2D one, per
+        slice too).  ``None``: detected on the model, per axis
+        (:func:`detect_pad_multiples`); the result is one number when every
+        axis has the same.  Unused with patch-based inference, whose windows
+        have the patch size.
     activation:
         What turns the network's output into probabilities: ``"sigmoid"``,
         ``"softmax"`` (over the channel axis), ``"none"`` (the network already
@@ -136,7 +145,7 @@ class ModelContract:
 
     in_channels: int = 1
     normalize: Normalize = "zscore"
-    pad_multiple: int | None = None
+    pad_multiple: int | tuple[int, ...] | None = None
     activation: Activation = "auto"
     spatial_dims: int | None = None
     pad_mode: PadMode = "constant"
@@ -150,12 +159,15 @@ class ModelContract:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {self.pad_mode!r}")
-        if self.pad_multiple is not None and (
-            not isinstance(self.pad_multiple, (int, np.integer)) or self.pad_multiple < 1
-        ):
-            raise ValueError(f"pad_multiple must be a positive integer or None, got {self.pad_multiple!r}")
+        object.__setattr__(self, "pad_multiple", _check_pad_multiple(self.pad_multiple))
         if self.spatial_dims not in (None, 2, 3):
             raise ValueError(f"spatial_dims must be 2, 3 or None, got {self.spatial_dims!r}")
+        if isinstance(self.pad_multiple, tuple) and self.spatial_dims not in (None, len(self.pad_multiple)):
+            raise ContractError(
+                f"pad multiple {format_multiple(self.pad_multiple)} has {len(self.pad_multiple)} numbers but the "
+                f"model is {self.spatial_dims}D: give {self.spatial_dims} (array order, "
+                f"{'z,y,x' if self.spatial_dims == 3 else 'y,x'}) or one for every axis"
+            )
 
     def describe(self) -> str:
         """One line for logs: ``2D, 1 channel, normalize zscore, pad to x4 (constant), activation softmax``."""
@@ -163,11 +175,37 @@ class ModelContract:
         chans = f"{self.in_channels} channel" + ("s" if self.in_channels > 1 else "")
         parts = [dims, chans, f"normalize {self.normalize}"]
         if self.pad_multiple is not None:
-            parts.append(f"pad to x{self.pad_multiple} ({self.pad_mode})")
+            parts.append(f"pad to x{format_multiple(self.pad_multiple)} ({self.pad_mode})")
         elif self.spatial_dims is None:  # not resolved yet
             parts.append("pad auto")
         parts.append(f"activation {self.activation}")
         return ", ".join(parts)
+
+
+def _check_pad_multiple(value: object) -> int | tuple[int, ...] | None:
+    """``None``, a positive int, or a tuple of 2 or 3 positive ints (a 1-tuple becomes its int)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        values = tuple(int(v) for v in value)
+        if len(values) == 1:
+            return values[0]
+        if len(values) in (2, 3):
+            return values
+    raise ValueError(
+        f"pad_multiple must be a positive integer, 2 or 3 of them (one per axis), or None; got {value!r}"
+    )
+
+
+def format_multiple(multiple: int | Sequence[int]) -> str:
+    """``8`` -> ``"8"``; ``(1, 8, 8)`` -> ``"1,8,8"`` (the ``--pad-multiple`` syntax)."""
+    if isinstance(multiple, (int, np.integer)):
+        return str(int(multiple))
+    return ",".join(str(int(m)) for m in multiple)
 
 
 # --------------------------------------------------------------------------- #
@@ -341,18 +379,24 @@ def crop_spatial(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tens
 # Detection on the model
 # --------------------------------------------------------------------------- #
 
-# module -> {(spatial_dims, in_channels): pad multiple or the failure message}
-_PROBE_CACHE: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], int | str]]" = weakref.WeakKeyDictionary()
+# module -> {(spatial_dims, in_channels[, "per-axis"]): pad multiple(s) or the failure message}
+_PROBE_CACHE: "weakref.WeakKeyDictionary[object, dict[tuple, int | tuple[int, ...] | str]]" = (
+    weakref.WeakKeyDictionary()
+)
 _MIN_PROBE_SIDE = 16
 
 
-def _probe_shape(multiple: int, dims: int) -> tuple[int, ...]:
-    """Spatial sides that are *odd* multiples of ``multiple`` (so that a larger
-    multiple cannot pass by accident), at least 16, the last axis longer (a
-    model that mixes up axes fails the same-size test)."""
-    q = max(1, math.ceil(_MIN_PROBE_SIDE / multiple))
-    q += 1 - q % 2  # odd
-    return (multiple * q,) * (dims - 1) + (multiple * (q + 2),)
+def _probe_shape(multiple: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    """Spatial sides that are *odd* multiples of ``multiple`` (one for every axis,
+    or one per axis), so that a larger multiple cannot pass by accident; at least
+    16, the last axis longer (a model that mixes up axes fails the same-size test)."""
+    multiples = [int(multiple)] * dims if isinstance(multiple, (int, np.integer)) else [int(m) for m in multiple]
+    sides = []
+    for axis, m in enumerate(multiples):
+        q = max(1, math.ceil(_MIN_PROBE_SIDE / m))
+        q += 1 - q % 2  # odd
+        sides.append(m * (q + 2 if axis == dims - 1 else q))
+    return tuple(sides)
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -472,6 +516,40 @@ def detect_pad_multiple(module: torch.nn.Module, spatial_dims: int, in_channels:
     return found
 
 
+def detect_pad_multiples(module: torch.nn.Module, spatial_dims: int, in_channels: int = 1) -> tuple[int, ...]:
+    """Per axis (array order), the smallest power of two ``m_k`` such that the model
+    maps inputs whose side ``k`` is an odd multiple of ``m_k`` to outputs of the same size.
+
+    Why per axis: a 3D network that does not downsample z (strides (1, 2, 2),
+    common for anisotropic short-axis stacks) accepts any number of slices, and
+    padding them to the in-plane multiple changes its output wherever a layer
+    sees the whole volume (instance norm).  Starts from the common multiple
+    ``m`` of :func:`detect_pad_multiple` and lowers one axis at a time (m/2,
+    m/4...: one failing forward per axis for a network that downsamples every
+    axis), each trial keeping the axes already lowered, so that the result is
+    a combination a forward pass accepted.  Cached like :func:`detect_pad_multiple`.
+    """
+    key = (int(spatial_dims), int(in_channels), "per-axis")
+    cached = _PROBE_CACHE.get(module, {}).get(key)
+    if isinstance(cached, tuple):
+        return cached
+    common = detect_pad_multiple(module, spatial_dims, in_channels)
+    multiples = [common] * int(spatial_dims)
+    with _frozen_for_probe(module):
+        for axis in range(int(spatial_dims)):
+            candidate = common // 2
+            while candidate >= 1:
+                trial = list(multiples)
+                trial[axis] = candidate
+                if _try_forward(module, _probe_shape(trial, spatial_dims), in_channels) is not None:
+                    break
+                multiples[axis] = candidate
+                candidate //= 2
+    found = tuple(multiples)
+    _PROBE_CACHE.setdefault(module, {})[key] = found
+    return found
+
+
 def detect_spatial_dims(module: torch.nn.Module, in_channels: int = 1) -> tuple[int, ...]:
     """The dimensionalities (subset of ``(2, 3)``) the model runs on: one dummy
     forward each, with sides that are multiples of 32 (cached like
@@ -507,6 +585,10 @@ def resolve_contract(
 ) -> ModelContract:
     """Fill ``spatial_dims`` and ``pad_multiple`` of ``contract`` for an image of ``image_ndim`` spatial axes.
 
+    The detected ``pad_multiple`` is one number when every axis has the same
+    (a network that downsamples every axis), else one per axis
+    (:func:`detect_pad_multiples`).
+
     The network's dimensionality follows from the image: 3D volumes go to a 3D
     network, 2D images and per-slice inference to a 2D one.  It is checked on
     the model (dummy forwards, cached per module) unless ``patch_size`` is
@@ -523,7 +605,7 @@ def resolve_contract(
     given = contract.spatial_dims
     if given is not None and given != needed:
         if given == 2:
-            raise ContractError("a 2D model on a 3D image must run slice by slice: set per_slice (--per-slice) to x, y or z")
+            raise ContractError("a 2D model on a 3D image must run slice by slice: set per_slice to x, y or z")
         what = "per slice" if per_slice is not None else "on a 2D image"
         raise ContractError(f"a 3D model cannot run {what}")
     if patch_size is not None:
@@ -537,7 +619,7 @@ def resolve_contract(
         if given is None and other in detect_spatial_dims(module, contract.in_channels):
             if other == 2:
                 raise ContractError(
-                    "this is a 2D model and the image is 3D: set per_slice (--per-slice) to x, y or z"
+                    "this is a 2D model and the image is 3D: set per_slice to x, y or z"
                 ) from None
             raise ContractError(
                 "this is a 3D model: it cannot run "
@@ -546,8 +628,9 @@ def resolve_contract(
         if contract.pad_multiple is not None:  # the user's multiple may work where ours did not
             return replace(contract, spatial_dims=needed)
         raise exc from None
-    return replace(
-        contract,
-        spatial_dims=needed,
-        pad_multiple=contract.pad_multiple if contract.pad_multiple is not None else multiple,
-    )
+    if contract.pad_multiple is None:
+        per_axis = detect_pad_multiples(module, needed, contract.in_channels)
+        multiple = per_axis[0] if len(set(per_axis)) == 1 else per_axis
+    else:
+        multiple = contract.pad_multiple
+    return replace(contract, spatial_dims=needed, pad_multiple=multiple)

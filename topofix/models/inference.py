@@ -61,12 +61,14 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "InferenceError",
     "apply_activation",
+    "check_threshold",
     "gaussian_weights",
     "labels_from_probabilities",
     "predict_logits",
     "predict_probabilities",
     "prepare_input",
     "resolve_device",
+    "threshold_applies",
     "window_starts",
 ]
 
@@ -106,7 +108,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if not torch.cuda.is_available():
             build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
             raise TopofixError(
-                f"device {name!r}: CUDA is not available ({build}, torch {torch.__version__}); use --device cpu or auto"
+                f"device {name!r}: CUDA is not available ({build}, torch {torch.__version__}); use device='cpu' or 'auto'"
             )
         try:
             dev = torch.device(name)
@@ -204,7 +206,7 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[-1] if lines else type(exc).__name__
     if "out of memory" in str(exc).lower():
-        text = "out of memory (" + text[:120] + "); use --patch-size or a smaller batch"
+        text = "out of memory (" + text[:120] + "); use patch_size or a smaller batch_size"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -422,6 +424,26 @@ def predict_probabilities(
     return apply_activation(raw, contract.activation)
 
 
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float when it lies strictly between 0 and 1, else ValueError (one line).
+
+    0 would make every voxel foreground and 1 almost none; NaN compares false
+    with everything, so it would silently give an empty mask.
+    """
+    value = float(threshold)
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r}")
+    return value
+
+
+def threshold_applies(activation: str, n_channels: int) -> bool:
+    """Whether :func:`labels_from_probabilities` uses the threshold for this output:
+    sigmoid outputs (or ``auto``/``none`` with one channel); never an argmax."""
+    if activation == "sigmoid":
+        return True
+    return activation in ("auto", "none") and n_channels == 1
+
+
 def labels_from_probabilities(
     prob: np.ndarray | torch.Tensor, activation: str | ModelContract = "auto", threshold: float = 0.5
 ) -> np.ndarray:
@@ -450,6 +472,7 @@ def labels_from_probabilities(
         activation = activation.activation
     if activation not in ("auto", "sigmoid", "softmax", "none"):
         raise ValueError(f"activation must be auto, sigmoid, softmax or none; got {activation!r}")
+    check_threshold(threshold)
     kind = activation if activation in ("sigmoid", "softmax") else ("sigmoid" if k == 1 else "softmax")
     dtype = np.uint8 if (k - 1 if kind == "softmax" else k) <= 255 else np.uint16
     if kind == "softmax":

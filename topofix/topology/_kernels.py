@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numba as nb
 import numpy as np
+
+from topofix.topology._jit import njit
 
 _BIG = np.int32(2**31 - 1)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def radix_order(values: np.ndarray, descending: bool) -> np.ndarray:
     """Stable ordering permutation (int32) of a 1-D float32 array, ties by index.
 
@@ -81,7 +82,7 @@ def radix_order(values: np.ndarray, descending: bool) -> np.ndarray:
     return order
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _find(parent: np.ndarray, x: int) -> int:
     """Root of ``x``, halving the path on the way."""
     while parent[x] != x:
@@ -90,7 +91,7 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _merge(parent: np.ndarray, pos: np.ndarray, x: int, root: int, other: int, young: np.ndarray,
            merge: np.ndarray, n: int) -> tuple[int, int]:
     """Merge the components of roots ``root`` (holding ``x``) and ``other`` with the
@@ -127,7 +128,7 @@ def neighbour_offsets(shape: tuple[int, ...], full: bool) -> np.ndarray:
     return np.array(offsets, np.int64)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, outside: bool):
     """Merge events of the voxels processed in ``order`` (flat C indices).
 
@@ -198,7 +199,7 @@ def union_find_pairs(order: np.ndarray, shape: np.ndarray, offsets: np.ndarray, 
     return young, merge, n
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def union_find_corners(order: np.ndarray, shape: np.ndarray, outside: bool):
     """:func:`union_find_pairs` for the full neighbourhood (8 in 2D, 26 in 3D), faster.
 

@@ -26,15 +26,15 @@ vertex), square codes 16..27 (plane and position of the highest vertex).
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 from numba import types
 from numba.typed import Dict
 
+from topofix.topology._jit import njit
 from topofix.topology._kernels import _find
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _square_key(w: int, a: int, b: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     """Key of the square with lowest corner ``w`` in the plane of axes a < b, or -1 if absent."""
     sa = strides[a]
@@ -57,7 +57,7 @@ def _square_key(w: int, a: int, b: int, rank: np.ndarray, strides: np.ndarray, n
     return (best * nrank + second) * 32 + 16 + plane * 4 + code
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.ndarray, out: np.ndarray,
                 nrank: int) -> int:
     """Squares containing the edge, as sorted keys in ``out``; returns how many."""
@@ -87,7 +87,7 @@ def _coboundary(edge_key: int, order: np.ndarray, rank: np.ndarray, strides: np.
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _square_id(square_key: int, order: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     m = order[square_key // (32 * nrank)]
     local = square_key % 32 - 16
@@ -100,7 +100,7 @@ def _square_id(square_key: int, order: np.ndarray, strides: np.ndarray, nrank: i
     return w * 3 + plane
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     """Smallest key among the squares containing edge ``(x, c)`` (-1 if none).
 
@@ -143,7 +143,7 @@ def _oldest_coface(x: int, c: int, rank: np.ndarray, strides: np.ndarray, nrank:
     return best
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _youngest_facet(square_key: int, order: np.ndarray, rank: np.ndarray, strides: np.ndarray,
                     nrank: int) -> int:
     """Key of the youngest edge of a square: of the two edges at its top vertex,
@@ -152,7 +152,7 @@ def _youngest_facet(square_key: int, order: np.ndarray, rank: np.ndarray, stride
     return _youngest_facet_at(order[r1], r1, square_key, rank, strides, nrank)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _youngest_facet_at(x: int, r1: int, square_key: int, rank: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     """:func:`_youngest_facet` when the square's top voxel ``x`` (rank ``r1``) is known."""
     local = square_key % 32 - 16
@@ -176,7 +176,7 @@ def _youngest_facet_at(x: int, r1: int, square_key: int, rank: np.ndarray, strid
     return (r1 * nrank + rb) * 32 + cb
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _edge_id(edge_key: int, order: np.ndarray, strides: np.ndarray, nrank: int) -> int:
     x = order[edge_key // (32 * nrank)]
     c = edge_key % 32
@@ -185,7 +185,7 @@ def _edge_id(edge_key: int, order: np.ndarray, strides: np.ndarray, nrank: int) 
     return u * 3 + a
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def components_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g: np.ndarray):
     """Dimension 0 by union-find over lower-star edges, in key order.
 
@@ -256,7 +256,7 @@ def components_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, g: np
     return negative, h0b, h0d, n0
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def apparent_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, start: int, stop: int):
     """Dimension 1, first pass, in memory order, over padded flat indices ``start..stop-1``.
 
@@ -309,7 +309,7 @@ def apparent_pass(rank: np.ndarray, order: np.ndarray, dims: np.ndarray, start: 
     return rest, nrest
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _symdiff_into(x: np.ndarray, nx: int, y: np.ndarray, ny: int, out: np.ndarray) -> int:
     """Sorted symmetric difference (sum over Z/2) of two sorted key lists into
     ``out`` (large enough: ``nx + ny``); returns its length. No allocation: this
@@ -338,7 +338,7 @@ def _symdiff_into(x: np.ndarray, nx: int, y: np.ndarray, ny: int, out: np.ndarra
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def reduction_pass(rest: np.ndarray, rank: np.ndarray, order: np.ndarray, dims: np.ndarray,
                    g: np.ndarray, negative: np.ndarray):
     """Dimension 1, second pass: the non-apparent columns, by decreasing key.
@@ -432,14 +432,14 @@ def reduction_pass(rest: np.ndarray, rank: np.ndarray, order: np.ndarray, dims: 
     return h1b, h1d, n1
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _grow(array: np.ndarray, used: int) -> np.ndarray:
     bigger = np.empty(max(2 * array.size, 16), array.dtype)
     bigger[:used] = array[:used]
     return bigger
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def padded_order(interior_order: np.ndarray, shape: np.ndarray, present_shell: bool):
     """Order and rank over the grid padded by two layers (see module docstring).
 
@@ -477,7 +477,7 @@ def padded_order(interior_order: np.ndarray, shape: np.ndarray, present_shell: b
     return order, rank, dims
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def unpad(indices: np.ndarray, n: int, shape: np.ndarray) -> np.ndarray:
     """Padded flat indices (two layers) back to the image's flat C indices.
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from topofix.topology._jit import njit
 
-@nb.njit(cache=True, nogil=True)
+
+@njit(nogil=True)
 def thin_kernel(mask: np.ndarray, order: np.ndarray, table: np.ndarray) -> int:
     """Delete from the padded 2D ``mask`` (uint8, modified in place) the pixels of ``order``
     (flat indices, in that order) that are simple according to ``table`` (256 entries, bit k

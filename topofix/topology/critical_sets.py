@@ -119,9 +119,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-import numba as nb
 import numpy as np
 
+from topofix.topology._jit import njit
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
 
 KINDS: tuple[str, ...] = ("kill-component", "fill-hole", "raise-birth", "lower-death", "critical-pixel",
@@ -170,7 +170,7 @@ _KILL_COMPONENT, _FILL_HOLE, _RAISE_BIRTH, _LOWER_DEATH, _CRITICAL_PIXEL, _JOIN_
 _KEEP, _KILL = 1, -1
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _flood(values, dims, seed, level, mode, offsets, mark, stamp, region, buf):
     """Cells of the component containing ``seed`` of {values (>, <, >=) level}.
 
@@ -212,7 +212,7 @@ def _flood(values, dims, seed, level, mode, offsets, mark, stamp, region, buf):
     return tail
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _border(cells, n, dims, offsets, mark, region, stamp, buf):
     """Neighbours (by ``offsets``) of the first ``n`` cells (marked ``region``) that are
     not in the region; marks them ``stamp``, writes them to ``buf``, returns the count."""
@@ -239,12 +239,12 @@ def _border(cells, n, dims, offsets, mark, region, stamp, buf):
     return count
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(nogil=True, inline="always")
 def _before(k1, c1, k2, c2):
     return k1 < k2 or (k1 == k2 and c1 < c2)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _heap_push(hkey, hcell, size, key, cell):
     """Push (key, cell) on the binary min-heap (ties by cell index); returns the arrays (grown if full)."""
     if size >= hkey.size:
@@ -266,7 +266,7 @@ def _heap_push(hkey, hcell, size, key, cell):
     return hkey, hcell
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _heap_pop(hkey, hcell, size):
     """Remove the root of a heap of ``size`` entries (the caller read it first)."""
     size -= 1
@@ -289,7 +289,7 @@ def _heap_pop(hkey, hcell, size):
         hcell[i] = cell
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _cheapest_path(values, dims, src, level, rising, offsets, mark, region, goal, exits, budget, seen, done,
                    stamp, dist, pred, buf):
     """The cheapest way to connect ``src`` to a goal, by a path whose cells are moved to ``level``.
@@ -371,7 +371,7 @@ def _cheapest_path(values, dims, src, level, rising, offsets, mark, region, goal
     return n, cost
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _emit(cells, n, values, mode, level, out, used, starts, kinds, targets, dims_out, bars, nsets, kind, target,
           dim, bar):
     """Append the cells passing {values > level (mode 0) | < level (1) | any (3)} as one set.
@@ -404,7 +404,7 @@ def _emit(cells, n, values, mode, level, out, used, starts, kinds, targets, dims
     return used
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _all_sets(values, dims, ndim, fg, bg, bar_dim, bar_index, role, birth, death, kept_births0, low, high,
               cheaper, mark, buf, buf2, one, seen, done, dist, pred, out, starts, kinds, targets, dims_out, bars,
               nsets):
@@ -526,7 +526,7 @@ def _all_sets(values, dims, ndim, fg, bg, bar_dim, bar_index, role, birth, death
     return used
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _sizes(values, dims, fg, bg, top, dim, birth, death, low, mark, buf):
     sizes = np.zeros(birth.size, np.int64)
     for i in range(birth.size):
