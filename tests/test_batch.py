@@ -240,13 +240,11 @@ def test_unwritable_outputs_are_found_before_any_work(tmp_path, where):
     blocker.write_text("x")
     out = blocker / "out" if where == "output" else tmp_path / "out"
     extra = ["--json", blocker / "report.json"] if where == "json" else []
-    started = time.perf_counter()
     result = cli("correct", IMAGES / "img_002.png", "-m", MODEL, "-o", out, "-p", "2=1,1", "--device", "cpu", "-q",
                  *extra)
     assert result.exit_code == 2
     assert str(blocker) in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "img_002.png").exists()
-    del started
 
 
 def test_another_tool_on_the_same_folder_is_refused(tmp_path):

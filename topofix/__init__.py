@@ -7,6 +7,7 @@ The public API mirrors the command line::
     report = topofix.check("masks/", priors=["2=1,1"])   # what `topofix check` does
     report = topofix.evaluate("preds/", "labels/")        # what `topofix evaluate` does
     pred = topofix.predict(image, "model.pt")            # the network's own segmentation
+    report = topofix.correct_files(["scans/"], "model.pt", ["2=1,1"], "fixed/")  # `topofix correct`
     image = topofix.read_mask("case.nii.gz")              # array + geometry
 
 Names are imported lazily (PEP 562) so that ``import topofix`` and
@@ -67,6 +68,12 @@ _EXPORTS: dict[str, str] = {
     "RepairResult": "topofix.repairing",
     "Prediction": "topofix.prediction",
     "predict": "topofix.prediction",
+    "correct_files": "topofix.files",
+    "predict_files": "topofix.files",
+    "Inference": "topofix.files",
+    "write_reports": "topofix.files",
+    "BatchReport": "topofix.batch",
+    "CaseRecord": "topofix.batch",
     "evaluate": "topofix.evaluation",
     "EvaluationReport": "topofix.evaluation",
     "StructureResult": "topofix.evaluation",
@@ -79,6 +86,12 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "__version__",
+    "BatchReport",
+    "CaseRecord",
+    "Inference",
+    "correct_files",
+    "predict_files",
+    "write_reports",
     "CONNECTIVITIES",
     "CheckReport",
     "CheckResult",
@@ -150,7 +163,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
+    from topofix.batch import BatchReport, CaseRecord
     from topofix.checking import CheckReport, CheckResult, check, check_labels
+    from topofix.files import Inference, correct_files, predict_files, write_reports
     from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct
     from topofix.models.contract import ModelContract
     from topofix.models.loading import LoadedModel, load_model

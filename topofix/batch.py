@@ -44,7 +44,7 @@ from typing import Any
 from topofix._version import __version__
 from topofix.errors import OutputError, TopofixError
 from topofix.journal import FolderLock, Journal, file_sha256, fingerprint, remove_stale_temporaries
-from topofix.outputs import REPORT_CSV, REPORT_JSON, CaseOutputs, plan_outputs
+from topofix.outputs import CaseOutputs, plan_outputs
 
 __all__ = ["BatchReport", "CaseRecord", "Interrupted", "RunInfo", "run_batch"]
 

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from topofix.errors import InputError
 from topofix.io import image_extension
+from topofix.outputs import own_output_stem
 
 _GLOB_CHARS = set("*?[")
 
-OWN_OUTPUT_SUFFIXES: tuple[str, ...] = ("_original", "_prob<L>")
-"""What ``correct`` and ``predict`` append to a scan's stem for their extra outputs:
-``<stem>_original<ext>`` (``--save-original``) and ``<stem>_prob<L><ext>``
-(``--save-probabilities``, one per label L)."""
-_OWN_OUTPUT = re.compile(r"^(?P<stem>.+)_(?:original|prob\d+)$")
 
 
 @dataclass(frozen=True)
@@ -71,8 +66,8 @@ def _folder_items(folder: Path, include_own_outputs: bool) -> list[InputItem]:
     stems = {stem for p, (stem, _) in entries if p.is_file()}
     items = []
     for p, (stem, _) in sorted(entries):
-        own = _OWN_OUTPUT.match(stem)
-        if own and not include_own_outputs and own.group("stem") in stems:
+        own = own_output_stem(stem)
+        if own is not None and not include_own_outputs and own in stems:
             continue
         items.append(InputItem(str(p), _broken_link(str(p)) if _is_broken_link(p) else None))
     return items
@@ -89,7 +84,7 @@ def expand_inputs(
     being skipped without a word. Duplicates are dropped (first occurrence kept).
     A file given explicitly is kept whatever its extension: reading it then
     produces the precise error. In folders, topofix's own outputs next to their
-    scan (:data:`OWN_OUTPUT_SUFFIXES`) are skipped unless ``include_own_outputs``;
+    scan (:func:`topofix.outputs.own_output_stem`) are skipped unless ``include_own_outputs``;
     files and globs are taken as given.
     """
     items: list[InputItem] = []

@@ -37,6 +37,7 @@ __all__ = [
     "REPORT_JSON",
     "CaseOutputs",
     "is_own_output",
+    "own_output_stem",
     "plan_outputs",
     "probability_labels",
     "split_name",
@@ -54,7 +55,7 @@ TEMP_PREFIX = ".topofix-tmp-"
 
 ORIGINAL_SUFFIX = "_original"
 PROBABILITY_SUFFIX = "_prob"
-_OWN = re.compile(rf"({re.escape(ORIGINAL_SUFFIX)}|{re.escape(PROBABILITY_SUFFIX)}\d+)$")
+_OWN = re.compile(rf"^(?P<stem>.+)({re.escape(ORIGINAL_SUFFIX)}|{re.escape(PROBABILITY_SUFFIX)}\d+)$")
 
 
 def split_name(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -66,9 +67,15 @@ def split_name(path: str | os.PathLike[str]) -> tuple[str, str]:
     return (name[: len(name) - len(ext)] if ext else name), (name[len(name) - len(ext):] if ext else "")
 
 
+def own_output_stem(stem: str) -> str | None:
+    """``"scan"`` for the stems ``scan_original`` and ``scan_prob1`` (topofix's extra outputs), else None."""
+    match = _OWN.match(stem)
+    return match.group("stem") if match else None
+
+
 def is_own_output(path: str | os.PathLike[str]) -> bool:
     """True for ``<stem>_original<ext>`` and ``<stem>_prob<L><ext>``: files topofix wrote beside a mask."""
-    return bool(_OWN.search(split_name(path)[0]))
+    return own_output_stem(split_name(path)[0]) is not None
 
 
 def probability_labels(n_channels: int, activation: str) -> list[int]:
