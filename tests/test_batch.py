@@ -327,3 +327,25 @@ def test_sigkill_then_resume_keeps_every_result_and_invents_none(tmp_path):
     _, stderr = other_prior.communicate(timeout=300)
     assert other_prior.returncode == 2
     assert stderr.count("use --overwrite to redo it") == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# The typed report
+# ------------------------------------------------------------------------------------------------
+def test_outcomes_by_hand_and_the_json_round_trip(tmp_path):
+    from topofix.batch import BatchReport, CaseRecord, RunInfo
+
+    run = RunInfo("correct", "m.pt", "abc", ["2=1,1"], {"lr": 2e-4})
+    cases = [CaseRecord("a.png", "a.png", "done", result={"met_before": False, "met_after": True}),
+             CaseRecord("b.png", "b.png", "resumed", result={"met_before": True, "met_after": True}),
+             CaseRecord("c.png", "c.png", "done", result={"met_before": False, "met_after": False}),
+             CaseRecord("d.png", "d.png", "error", error="d.png: broken")]
+    report = BatchReport(run, cases)
+    assert [c.outcome for c in cases] == ["corrected", "already met", "not met", "error"]
+    assert report.exit_status == 2 and report.summary()["not_met"] == 1
+    back = BatchReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert [c.outcome for c in back.cases] == [c.outcome for c in cases]
+    assert [c.key for c in back.cases] == ["a.png", "b.png", "c.png", "d.png"]
+    assert back.run.priors == ["2=1,1"] and back.exit_status == 2
+    report.interrupted = "SIGTERM"
+    assert report.exit_status == 143

@@ -81,6 +81,18 @@ class CaseRecord:
         return self.status in ("done", "resumed")
 
     @property
+    def outcome(self) -> str:
+        """``corrected``, ``already met``, ``not met``, ``error`` (``predict``: ``done``); the one place
+        a case is classified, for the summary line, the tables and the HTML report."""
+        if not self.ok:
+            return "error"
+        if self.met is None:
+            return "done"
+        if not self.met:
+            return "not met"
+        return "already met" if self.result.get("met_before") else "corrected"
+
+    @property
     def met(self) -> bool | None:
         """Whether the case meets its prior afterwards (``None``: no prior, or not processed)."""
         value = self.result.get("met_after")
@@ -93,6 +105,19 @@ class CaseRecord:
     def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
         return cls(**{k: data[k] for k in ("path", "key", "status", "outputs", "seconds", "error", "result")
                       if k in data})
+
+    @classmethod
+    def from_flat(cls, data: dict[str, Any]) -> CaseRecord:
+        """A case of the JSON report (:func:`_flat_case`) back into a record.
+
+        Reports written before the batch engine said ``processed`` (now ``done``)."""
+        batch = {"path", "key", "status", "outputs", "error"}
+        status = str(data.get("status") or "done")
+        status = {"processed": "done"}.get(status, status)
+        path = str(data.get("path", ""))
+        return cls(path, str(data.get("key") or os.path.basename(path)), status, list(data.get("outputs") or []),
+                   float(data.get("seconds") or 0.0), data.get("error"),
+                   {k: v for k, v in data.items() if k not in batch})
 
 
 @dataclass
@@ -158,6 +183,22 @@ class BatchReport:
             "summary": self.summary(),
             "cases": [_flat_case(c) for c in self.cases],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchReport:
+        """A JSON report (:meth:`to_dict`) back into the typed report (for ``topofix report``)."""
+        tool = str(data.get("tool") or "topofix correct").replace("topofix ", "", 1)
+        run = RunInfo(tool, str(data.get("model") or ""), str(data.get("model_sha256") or ""),
+                      list(data.get("priors") or []), dict(data.get("settings") or {}),
+                      str(data.get("version") or __version__), str(data.get("started") or ""))
+        cases = [CaseRecord.from_flat(c) for c in data.get("cases") or [] if isinstance(c, dict)]
+        return cls(run, cases, data.get("interrupted"), str(data.get("finished") or ""), str(data.get("journal") or ""))
+
+    def outcome_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for case in self.cases:
+            counts[case.outcome] = counts.get(case.outcome, 0) + 1
+        return counts
 
     def summary(self) -> dict[str, int]:
         done = [c for c in self.cases if c.ok]

@@ -137,15 +137,17 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def case_outcome(case: Mapping[str, Any]) -> str:
-    """``corrected``, ``already met``, ``not met``, ``error`` or ``skipped`` (the summary's buckets)."""
-    status = case.get("status")
-    if status == "error":
-        return "error"
-    if status == "skipped":
+    """``corrected``, ``already met``, ``not met``, ``error`` or ``skipped`` (the summary's buckets).
+
+    The classification is :attr:`topofix.batch.CaseRecord.outcome`'s (one home); ``skipped`` is
+    kept for reports written before the journal existed.
+    """
+    from topofix.batch import CaseRecord
+
+    if case.get("status") == "skipped":
         return "skipped"
-    if not case.get("met_after"):
-        return "not met"
-    return "already met" if case.get("met_before") else "corrected"
+    outcome = CaseRecord.from_flat(dict(case)).outcome
+    return "not met" if outcome == "done" else outcome
 
 
 def outcome_counts(cases: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -901,7 +903,7 @@ class _Renderer:
 
 
 def render_html_report(
-    report: Mapping[str, Any] | str | os.PathLike[str],
+    report: Any,
     *,
     masks_dir: str | os.PathLike[str] | None = None,
     report_dir: str | os.PathLike[str] | None = None,
@@ -911,8 +913,9 @@ def render_html_report(
     Parameters
     ----------
     report:
-        The report as a dict (``json.load`` of ``topofix_report.json``) or the path of
-        that JSON file (or of its folder).
+        The typed :class:`topofix.batch.BatchReport` of a run (what ``topofix correct
+        --html`` passes), the report as a dict (``json.load`` of ``topofix_report.json``)
+        or the path of that JSON file (or of its folder).
     masks_dir:
         Folder of the corrected masks (and ``<stem>_original<ext>``). Default: the
         report's folder (the current folder for a dict).
@@ -927,6 +930,10 @@ def render_html_report(
     """
     _matplotlib()
     source = None
+    from topofix.batch import BatchReport
+
+    if isinstance(report, BatchReport):  # the typed report of a run that just finished: nothing re-read
+        report = report.to_dict()
     if isinstance(report, Mapping):
         data = report
         if not isinstance(data.get("cases"), list):

@@ -204,11 +204,13 @@ def correct_command(
             err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: "
                       f"{escape(report.journal)}")
         if html:
-            from topofix.report_html import write_html_report
+            from topofix.atomic import atomic_write_text
+            from topofix.report_html import render_html_report
 
-            page = write_html_report(json_file, html_file, masks_dir=output, overwrite=True)
+            page = render_html_report(report, masks_dir=output, report_dir=json_file.parent)
+            atomic_write_text(html_file, page.html, overwrite=True)
             if not quiet:
-                err.print(f"HTML report: {escape(str(page.path))}")
+                err.print(f"HTML report: {escape(str(html_file))}")
     except (TopofixError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
@@ -220,8 +222,8 @@ def correct_command(
 
 def _summary_line(report) -> str:
     cases = [c for c in report.cases if c.ok]
-    not_met = [c for c in cases if c.met is False]
-    fixed = sum(1 for c in cases if c.met and not c.result.get("met_before"))
+    not_met = [c for c in cases if c.outcome == "not met"]
+    fixed = sum(1 for c in cases if c.outcome == "corrected")
     absent = sum(1 for c in cases if c.result.get("absent"))
     repaired = sum(1 for c in cases if c.result.get("repaired"))
     resumed = sum(1 for c in cases if c.status == "resumed")
