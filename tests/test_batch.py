@@ -349,3 +349,33 @@ def test_outcomes_by_hand_and_the_json_round_trip(tmp_path):
     assert back.run.priors == ["2=1,1"] and back.exit_status == 2
     report.interrupted = "SIGTERM"
     assert report.exit_status == 143
+
+
+@pytest.mark.parametrize("name, per_slice", [("img_002.png", None), ("stack_01.nii.gz", "z")])
+def test_step_zero_of_correct_is_exactly_predict(name, per_slice):
+    image = topofix.read_image(IMAGES / name)
+    pred = topofix.predict(image, str(MODEL), per_slice=per_slice, device="cpu")
+    result = topofix.correct(image, str(MODEL), "2=1,1", per_slice=per_slice, device="cpu",
+                             settings=topofix.CorrectionSettings(steps=2))
+    np.testing.assert_array_equal(result.original_labels, pred.labels)
+    np.testing.assert_array_equal(result.original_probabilities, pred.probabilities)
+
+
+class _Probabilities(torch.nn.Module):
+    """A network that ends with its own softmax: predict warns, and so must correct."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.conv(x), dim=1)
+
+
+def test_correct_reports_the_warnings_predict_gives():
+    torch.manual_seed(0)
+    net = _Probabilities()
+    image = topofix.read_image(IMAGES / "img_002.png").array.astype(np.float32)
+    warned = topofix.predict(image, net, device="cpu").warnings
+    result = topofix.correct(image, net, "2=1,1", device="cpu", settings=topofix.CorrectionSettings(steps=1))
+    assert warned and result.report.warnings == warned

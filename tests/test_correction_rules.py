@@ -51,7 +51,8 @@ def logits(labels: np.ndarray, channels: int, confidence: float = 4.0) -> np.nda
 
 
 class Replay(torch.nn.Module):
-    """Returns frame k at the k-th forward pass (the last frame from then on).
+    """Returns frame k at step k (the last frame from then on). Step 0 is two passes: the prediction
+    (as ``topofix.predict``, no graph) and the pass with a graph for the first update; both frame 0.
 
     A stack's frame is ``(S, C, H, W)``; the slices asked for are read from the input, whose
     slice ``z`` holds the value ``z`` (:func:`stack_image`), so a batch of some slices gets theirs.
@@ -61,12 +62,15 @@ class Replay(torch.nn.Module):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.frames = [torch.as_tensor(f) for f in frames]
-        self.calls = 0
+        self.calls = 0  # every forward pass
+        self.graph_passes = 0  # the passes with a graph: one per step
         self.batches: list[list[int]] = []  # the slices of every forward pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frame = self.frames[min(self.calls, len(self.frames) - 1)]
+        frame = self.frames[min(self.graph_passes, len(self.frames) - 1)]
         self.calls += 1
+        if torch.is_grad_enabled():  # step 0's prediction (no graph) and the pass that follows are one frame
+            self.graph_passes += 1
         if frame.ndim == x.ndim:  # (S, C, H, W): a batch of slices
             slices = x[:, 0].flatten(1).mean(1).round().long()
             self.batches.append(slices.tolist())
@@ -142,9 +146,9 @@ def test_plateau_stops_a_stuck_scan():
     frames = [logits(stuck, 2)] * 100
     result, model = run(frames, "1=1,1", steps=100, plateau=7)
     assert result.report.stop_reason == "plateau"
-    assert result.report.steps == 7 and model.calls == 8  # steps 0..7: 8 forward passes
+    assert result.report.steps == 7 and model.calls == 9  # the prediction, then steps 0..7
     result, model = run(frames, "1=1,1", steps=100, plateau=None)
-    assert result.report.stop_reason == "max steps" and model.calls == 101
+    assert result.report.stop_reason == "max steps" and model.calls == 102  # prediction + steps 0..100
 
 
 def test_non_finite_outputs_end_the_loop_with_the_last_good_iterate():
@@ -173,7 +177,7 @@ def test_no_evidence_no_invention():
     assert result.report.met_after and result.report.stop_reason == "already met"
     # above the floor the loop does run (the faint structure may be real)
     result, model = run([faint] * 10, "1=1,1", evidence_floor=0.05, steps=3)
-    assert model.calls == 4
+    assert model.calls == 5  # the prediction, then steps 0..3
 
 
 def test_slices_that_meet_their_prior_are_not_changed_for_their_neighbours():
@@ -238,8 +242,8 @@ def test_escalation_raises_the_learning_rate_only_after_a_plateau():
     settings = CorrectionSettings(steps=100, lr=1e-3, lam=10.0, form="squared", patience=1, plateau=3, escalate=2,
                                   escalate_factor=10.0, repair=False, evidence_floor=0.0)
     result = topofix.correct(image, model, "1=1,1", settings=settings, contract=CONTRACT)
-    assert result.report.stop_reason == "plateau" and result.report.steps == 9 and model.calls == 10
-    moves = np.abs(np.diff(weights))
+    assert result.report.stop_reason == "plateau" and result.report.steps == 9 and model.calls == 11
+    moves = np.abs(np.diff(weights[1:]))  # after the prediction (same weights as step 0's pass)
     np.testing.assert_allclose(moves[:3], 1e-3, rtol=0.2)
     np.testing.assert_allclose(moves[3:6], 1e-2, rtol=0.2)
     np.testing.assert_allclose(moves[6:9], 1e-1, rtol=0.2)

@@ -171,6 +171,7 @@ class CaseReport:
     repaired: bool = False
     repair_changed: int = 0
     repair_actions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -269,10 +270,12 @@ def correct(
     from topofix.models.contract import resolve_activation, resolve_contract
     from topofix.models.inference import (
         labels_from_probabilities,
+        predict_logits,
         predict_probabilities,
         prepare_input,
         resolve_device,
     )
+    from topofix.prediction import from_logits
     from topofix.models.loading import LoadedModel, load_model
     from topofix.models.weights import WeightsSnapshot, fresh_optimizer
 
@@ -309,6 +312,13 @@ def correct(
     def to_labels(prob) -> np.ndarray:
         return labels_from_probabilities(prob, contract, threshold=settings.threshold)
 
+    def step0():
+        """The original prediction, computed as :func:`topofix.predict` computes it (same code)."""
+        raw = predict_logits(module, x, contract, per_slice=per_slice, patch_size=patch_size, overlap=overlap,
+                             device=torch_device, grad=False)
+        prob, labels, _, warnings = from_logits(raw, contract, settings.threshold)
+        return prob, labels, warnings
+
     snapshot = WeightsSnapshot(module)
     was_training = module.training
     module.eval()
@@ -319,7 +329,7 @@ def correct(
     try:
         activation = partial(resolve_activation, contract.activation)  # out channels -> sigmoid/softmax
         return _Loop(settings, prior_list, per_slice, image_ndim, run, to_labels, activation, path, started,
-                     callback, fresh_optimizer, module).run()
+                     callback, fresh_optimizer, module, step0).run()
     finally:
         snapshot.restore()
         module.train(was_training)
@@ -331,7 +341,8 @@ class _Loop:
     """The fine-tuning loop of one scan; see the module docstring for the rules it follows."""
 
     def __init__(self, settings, priors, per_slice, image_ndim, run, to_labels, activation, path, started,
-                 callback, fresh_optimizer, module) -> None:
+                 callback, fresh_optimizer, module, step0) -> None:
+        self.step0 = step0
         self.s = settings
         self.priors = priors
         self.per_slice = per_slice
@@ -347,6 +358,7 @@ class _Loop:
         self._losses: dict[tuple[str, ...], Any] = {}
         self.targets: dict[Unit, Prior] = {}
         self.worked: list[int] | None = None  # slices run by the network while fine-tuning (None: all)
+        self.warnings: list[str] = []  # step 0's, as predict gives them
 
     # -- what a step produces ----------------------------------------------------------
     def assess(self, labels: np.ndarray) -> dict[Unit, UnitStatus]:
@@ -402,15 +414,13 @@ class _Loop:
         import torch
 
         s = self.s
-        stacked = self.per_slice is not None and self.image_ndim == 3  # slices may be worked alone
-        prob = self.run_network(grad=not stacked)  # step 0: the original network (graph kept for step 1)
-        s0 = prob.detach()
+        s0, labels0, self.warnings = self.step0()  # step 0 is predict: the same code, no graph
+        s0 = s0.detach()
         if not bool(torch.isfinite(s0).all()):
             from topofix.models.inference import InferenceError
 
             raise InferenceError(f"{self.path}: the network's output contains NaN or Inf; nothing to correct")
         self.activation = self.activation_for(s0.shape[0])
-        labels0 = self.to_labels(s0)
         units0 = self.assess(labels0)
         layout0 = _loss_input(s0, self.activation).float().cpu().numpy()
         seen = evidence(layout0, self.priors, self.per_slice)
@@ -430,8 +440,7 @@ class _Loop:
             failing = [u for u, st in units0.items() if u not in absent and not st.empty]
         parts = self.make_parts(units0, absent, failing)
         self.worked = self.worked_slices(parts)
-        if stacked:  # the worked slices again, with the graph for step 1 (the same values as s0)
-            prob = self.forward(s0, grad=s.steps > 0)
+        prob = self.forward(s0, grad=s.steps > 0)  # the worked part again, with the graph for step 1
         optimizer = self.fresh_optimizer(self.module, s.lr)
         stop_reason = "max steps"
         step = 0
@@ -669,6 +678,7 @@ class _Loop:
             similarity_loss=sim,
             loss_curve=curve,
             absent=bool(absent),
+            warnings=list(getattr(self, "warnings", [])),
         )
 
     def diagram_data(self, s0, final, parts, report) -> list[dict[str, Any]]:

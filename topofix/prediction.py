@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from topofix.io import Image
 
-__all__ = ["Prediction", "predict"]
+__all__ = ["Prediction", "from_logits", "predict"]
 
 
 @dataclass
@@ -138,12 +138,10 @@ def predict(
     """
     from topofix.io import Image, read_image
     from topofix.models.inference import (
-        apply_activation,
-        labels_from_probabilities,
         predict_logits,
         resolve_device,
     )
-    from topofix.models.contract import resolve_activation, resolve_contract
+    from topofix.models.contract import resolve_contract
 
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image, allow_vector=contract is not None and contract.in_channels > 1)
@@ -166,6 +164,19 @@ def predict(
         )
     finally:
         module.train(was_training)
+    prob, labels, used, found = from_logits(raw, contract, threshold)
+    return Prediction(labels, prob.detach().cpu().numpy().astype(np.float32, copy=False), used,
+                      warnings + found)
+
+
+def from_logits(raw: torch.Tensor, contract: ModelContract, threshold: float = 0.5):
+    """``(probabilities tensor, labels, contract with the activation resolved, warnings)`` from the
+    network's raw output: what :func:`predict` does after the forward pass, and what
+    :func:`topofix.correct` does at step 0, so that step 0 of ``correct`` is exactly ``predict``."""
+    from topofix.models.contract import resolve_activation
+    from topofix.models.inference import apply_activation, labels_from_probabilities
+
+    warnings: list[str] = []
     activation = resolve_activation(contract.activation, raw.shape[0])
     if contract.activation == "auto" and _probability_like(raw, activation):
         if activation == "sigmoid":
@@ -178,5 +189,4 @@ def predict(
         )
     prob = apply_activation(raw, activation)
     labels = labels_from_probabilities(prob, activation, threshold)
-    used = replace(contract, activation=activation)
-    return Prediction(labels, prob.detach().cpu().numpy().astype(np.float32, copy=False), used, warnings)
+    return prob, labels, replace(contract, activation=activation), warnings

@@ -193,6 +193,9 @@ def correct_command(
     for warning in report.warnings:
         print_warning(f"{model}: {warning}")
     print_threshold_warning(report, given=threshold is not None)
+    for case in report.cases:  # what predict would have said about the network's output
+        for warning in case.result.get("warnings") or []:
+            print_warning(f"{case.path}: {warning}")
 
     cases = [flat_case(c) for c in report.cases]
     if not quiet and cases:
