@@ -328,7 +328,7 @@ def run_batch(
                 if on_case is not None:
                     on_case(record)
         except (Interrupted, KeyboardInterrupt) as stop:
-            report.interrupted = getattr(stop, "args", ("SIGINT",))[0] if isinstance(stop, Interrupted) else "SIGINT"
+            report.interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
     report.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
 
@@ -425,3 +425,12 @@ class _signals_raise:
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
+
+
+def install_interrupt_handlers() -> None:
+    """SIGINT and SIGTERM raise :class:`Interrupted` from now on (the CLI's entry point calls this)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, _raise_interrupted)
+        except (ValueError, OSError):  # not the main thread
+            pass

@@ -53,5 +53,33 @@ app.command("report", no_args_is_help=True)(report_command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: exit statuses kept and no Python traceback, whatever happens.
+
+    SIGINT and SIGTERM raise :class:`topofix.batch.Interrupted` (not KeyboardInterrupt, which
+    click would turn into "Aborted!" and status 1, the status of "prior not met"): a batch stops
+    after journaling and reports; elsewhere the command ends with one line and 130 / 143. Any
+    other unexpected error is one line and status 2.
+    """
+    import signal
+    import sys
+
+    from topofix.batch import Interrupted, install_interrupt_handlers
+
+    install_interrupt_handlers()
+    try:
+        app()
+    except Interrupted as stop:
+        sys.stderr.write(f"interrupted by {stop.args[0]}\n")
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted by SIGINT\n")
+        sys.exit(128 + signal.SIGINT)
+    except Exception as exc:  # a bug: one line, not a traceback
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
+        sys.stderr.write(f"error: internal error ({detail}); please report it with the command line\n")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
