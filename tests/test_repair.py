@@ -13,7 +13,8 @@ import pytest
 from oracles import gudhi_betti, label_betti_2d
 
 from topofix.priors import Prior
-from topofix.repairing import _outer_diagrams, _simple_point_table, _thin, repair
+from topofix.repairing import _outer_diagrams, _simple_point_table, _thin
+from topofix.repairing import repair_labels as repair
 from topofix.topology.persistence import persistence
 
 MYO, LV, RV = Prior((1, 1), (2,)), Prior((1, 0), (3,)), Prior((1, 0), (1,))

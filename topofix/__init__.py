@@ -64,7 +64,9 @@ _EXPORTS: dict[str, str] = {
     "DenseTopologicalLoss": "topofix.losses",
     "make_topology_loss": "topofix.losses",
     "LOSS_NAMES": "topofix.losses",
-    "repair": "topofix.repairing",
+    "repair": "topofix.map_repair",
+    "repair_labels": "topofix.repairing",
+    "repair_files": "topofix.files",
     "RepairResult": "topofix.repairing",
     "Prediction": "topofix.prediction",
     "predict": "topofix.prediction",
@@ -91,6 +93,8 @@ __all__ = [
     "Inference",
     "correct_files",
     "predict_files",
+    "repair_files",
+    "repair_labels",
     "write_reports",
     "CONNECTIVITIES",
     "CheckReport",
@@ -165,7 +169,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.batch import BatchReport, CaseRecord
     from topofix.checking import CheckReport, CheckResult, check, check_labels
-    from topofix.files import Inference, correct_files, predict_files, write_reports
+    from topofix.files import Inference, correct_files, predict_files, repair_files, write_reports
     from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct
     from topofix.models.contract import ModelContract
     from topofix.models.loading import LoadedModel, load_model
@@ -183,7 +187,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         betti_prior_loss,
         make_topology_loss,
     )
-    from topofix.repairing import RepairResult, repair
+    from topofix.map_repair import repair
+    from topofix.repairing import RepairResult, repair_labels
     from topofix.prediction import Prediction, predict
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
     from topofix.report_html import HtmlReport, render_html_report, write_html_report

@@ -288,19 +288,23 @@ def run_batch(
     overwrite: bool = False,
     on_case: Callable[[CaseRecord], None] | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
+    expand: Callable[[list[str]], list[Any]] | None = None,
+    output_name: Callable[[str], str] | None = None,
 ) -> BatchReport:
     """Run ``process`` on every input, journaled, under the output folder's lock.
 
     ``on_start(path, index, total)`` and ``on_case(record)`` let a caller show
-    progress. Errors of one case never stop the batch; SIGINT/SIGTERM do, after
+    progress. ``expand`` turns the inputs into items (default
+    :func:`topofix.inputs.expand_inputs`), ``output_name`` names an input's mask
+    (default: the input's name). Errors of one case never stop the batch; SIGINT/SIGTERM do, after
     journaling, and are reported in :attr:`BatchReport.interrupted`.
     """
     from topofix.inputs import expand_inputs
 
     folder = Path(output)
     check_output_folder(folder)
-    items = expand_inputs([os.fspath(i) for i in inputs])
-    plans = plan_outputs([i.path for i in items if i.error is None], folder)
+    items = (expand or expand_inputs)([os.fspath(i) for i in inputs])
+    plans = plan_outputs([i.path for i in items if i.error is None], folder, output_name)
     for item in items:
         plan = plans.get(item.path)
         if plan is not None and _same_file(plan.mask, item.path):

@@ -608,7 +608,7 @@ class _Loop:
 
     def repair(self, prob, labels, parts, units, absent):
         """The repair stage on every part still failing; a change that makes a unit worse is undone."""
-        from topofix.repairing import repair
+        from topofix.repairing import repair_labels
 
         layout = _loss_input(prob, self.activation).float().cpu().numpy()
         changed, actions = 0, []
@@ -622,7 +622,7 @@ class _Loop:
                 continue
             plane_prob = take_slice(layout, self.per_slice, part.index, channels=True) \
                 if part.index is not None else layout
-            result = repair(plane_prob, before, narrowed, connectivity=self.s.connectivity,
+            result = repair_labels(plane_prob, before, narrowed, connectivity=self.s.connectivity,
                             evidence_floor=self.s.evidence_floor)
             candidate = labels.copy()
             self.plane_labels(candidate, part.index)[...] = result.labels

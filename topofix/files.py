@@ -25,7 +25,7 @@ from typing import Any
 from topofix.batch import BatchReport, CaseRecord, RunInfo, model_identity, run_batch
 from topofix.outputs import CaseOutputs, probability_labels
 
-__all__ = ["CSV_FIELDS", "Inference", "correct_files", "predict_files", "report_rows", "write_reports"]
+__all__ = ["CSV_FIELDS", "Inference", "correct_files", "predict_files", "repair_files", "report_rows", "write_reports"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,65 @@ def correct_files(
                        on_start=on_start, on_case=on_case)
     report.warnings = model_warnings
     return report
+
+
+def repair_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    priors: Sequence[Any],
+    output: str | os.PathLike[str],
+    *,
+    settings: Any = None,
+    per_slice: str | None = None,
+    save_original: bool = False,
+    save_probabilities: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_start: Callable[[str, int, int], None] | None = None,
+    on_case: Callable[[CaseRecord], None] | None = None,
+    on_step: Callable[[str, int, float, float], None] | None = None,
+) -> BatchReport:
+    """:func:`topofix.repair` on probability maps or label maps on disk (no network).
+
+    Inputs (:func:`topofix.maps.read_map_input`): nnU-Net ``.npz`` beside its
+    segmentation (the mask takes the segmentation's name and geometry),
+    probability images, label maps. Each case's ``result`` is its
+    :class:`topofix.correction.CaseReport` as a dict, with the input's ``kind``.
+    """
+    from topofix.errors import OutputError
+    from topofix.io import write_image, write_mask
+    from topofix.map_repair import MAP_SETTINGS, repair
+    from topofix.maps import expand_map_inputs, map_output_name, read_map_input
+    from topofix.priors import build_priors
+
+    settings = settings or MAP_SETTINGS
+    prior_list = [p for p in build_priors(priors=list(priors)) if p.betti is not None]
+    if not prior_list:
+        raise ValueError("repair needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    run = RunInfo("repair", "", "", [p.spec for p in prior_list],
+                  {**dataclasses.asdict(settings), "per_slice": per_slice, "save_original": save_original,
+                   "save_probabilities": save_probabilities})
+
+    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        source = read_map_input(input_path)
+        reference = source.reference
+        if reference.path and Path(reference.path).resolve() == plan.mask.resolve():
+            raise OutputError(plan.mask, "is the segmentation this input is paired with; choose another "
+                                         "output folder")
+        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        result = repair(source.probabilities, prior_list, labels=source.labels, settings=settings,
+                        per_slice=per_slice, path=input_path, callback=step)
+        written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
+        if save_original:
+            written.append(write_mask(plan.original, result.original_labels, reference=reference,
+                                      overwrite=may_overwrite))
+        if save_probabilities:
+            for label, channel in enumerate(result.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=reference,
+                                           overwrite=may_overwrite))
+        return {**result.report.to_dict(), "kind": source.kind}
+
+    return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
+                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name)
 
 
 # ----------------------------------------------------------------------------------------------

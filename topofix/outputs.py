@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,15 +115,22 @@ def _common_folder(paths: Sequence[str]) -> str:
     return os.path.commonpath(folders) if folders else ""
 
 
-def plan_outputs(paths: Sequence[str], folder: str | os.PathLike[str]) -> dict[str, CaseOutputs]:
-    """The outputs of every input path (keys: the paths as given), by the rule of the module docstring."""
+def plan_outputs(paths: Sequence[str], folder: str | os.PathLike[str],
+                 names: Callable[[str], str] | None = None) -> dict[str, CaseOutputs]:
+    """The outputs of every input path (keys: the paths as given), by the rule of the module docstring.
+
+    ``names`` gives the output file name of an input (default: the input's own name; ``topofix
+    repair`` names an nnU-Net ``.npz``'s mask after its segmentation file).
+    """
     folder = Path(folder)
-    names = Counter(os.path.basename(p) for p in paths)
-    clash = any(n > 1 for n in names.values())
+    name_of = names or os.path.basename
+    counts = Counter(name_of(p) for p in paths)
+    clash = any(n > 1 for n in counts.values())
     root = _common_folder(paths) if clash else ""
     plans = {}
     for p in paths:
-        rel = os.path.relpath(os.path.abspath(p), root) if clash else os.path.basename(p)
+        name = name_of(p)
+        rel = os.path.join(os.path.dirname(os.path.relpath(os.path.abspath(p), root)), name) if clash else name
         key = Path(rel).as_posix()
         plans[p] = CaseOutputs(key, folder / rel)
     return plans

@@ -4,7 +4,7 @@ Why this stage exists: ``topofix correct`` fine-tunes a copy of the network unti
 its prediction meets the prior, but it may stop first (a gap of probability ~0,
 a confident extra component held by the similarity term, a cavity painted over).
 The mask that is written must still be brought to the prior when the network's
-own probability map says how. :func:`repair` does that with plain numpy and the
+own probability map says how. :func:`repair_labels` does that with plain numpy and the
 persistence engine, without the network.
 
 The method
@@ -122,7 +122,7 @@ from topofix.topology.labelling import label_components
 from topofix.topology.regions import bounding_box
 from topofix.topology.persistence import Diagram, _as_float32, _diagram, _essential
 
-__all__ = ["PriorRepair", "RepairResult", "repair"]
+__all__ = ["PriorRepair", "RepairResult", "repair_labels"]
 
 _MAX_ROUNDS = 4  # passes of the four stages per prior; each accepted change lowers an integer error
 _MAX_TRIES = 8  # candidate bars tried per stage to restore a missing loop or component
@@ -761,7 +761,7 @@ def _validate(probabilities: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(probabilities, np.float32), labels
 
 
-def repair(
+def repair_labels(
     probabilities: np.ndarray,
     labels: np.ndarray,
     priors: Sequence[Prior],
@@ -834,7 +834,7 @@ def repair(
 def _repair_slices(probabilities: np.ndarray, labels: np.ndarray, priors: list[Prior], protect: list[Prior],
                    connectivity: str, floor: float, min_persistence: float, axis: int,
                    empty: str) -> RepairResult:
-    """:func:`repair` of each 2D slice along ``axis``; only failing slices are repaired."""
+    """:func:`repair_labels` of each 2D slice along ``axis``; only failing slices are repaired."""
     result = labels.copy()
     entries: list[PriorRepair] = []
     met = True

@@ -211,6 +211,40 @@ def run_keep_largest_fill(item: Item, ctx: Context) -> Output:
     return Output(out, seconds + time.perf_counter() - t0)
 
 
+def _map_settings(ctx: Context):
+    from topofix.map_repair import MAP_SETTINGS
+
+    return dataclasses.replace(MAP_SETTINGS, **ctx.settings_overrides)
+
+
+def _run_map_repair(item: Item, ctx: Context, from_labels: bool) -> Output:
+    """``topofix.repair`` on what the network wrote: its probabilities, or its label map only.
+
+    The network's time counts (it produced the input), as for keep_largest_fill.
+    """
+    from topofix.map_repair import repair
+
+    labels, prob, seconds = network_prediction(item, ctx)
+    t0 = time.perf_counter()
+    data = labels if from_labels else prob
+    res = repair(data, ctx.prior, labels=labels, settings=_map_settings(ctx), per_slice=item.per_slice,
+                 n_labels=prob.shape[0])
+    r = res.report
+    ran = r.stop_reason not in ("already met", "absent")
+    return Output(res.labels, seconds + time.perf_counter() - t0, r.steps if ran else None,
+                  {"stop_reason": r.stop_reason, "met_after": bool(r.met_after), "repaired": bool(r.repaired)})
+
+
+@method("repair_prob")
+def run_repair_prob(item: Item, ctx: Context) -> Output:
+    return _run_map_repair(item, ctx, from_labels=False)
+
+
+@method("repair_labels")
+def run_repair_labels(item: Item, ctx: Context) -> Output:
+    return _run_map_repair(item, ctx, from_labels=True)
+
+
 def settings_fields() -> dict[str, dataclasses.Field]:
     import topofix
 

@@ -16,6 +16,7 @@ from topofix.cli.check_cmd import check_command
 from topofix.cli.correct_cmd import correct_command
 from topofix.cli.evaluate_cmd import evaluate_command
 from topofix.cli.predict_cmd import predict_command
+from topofix.cli.repair_cmd import repair_command
 from topofix.cli.report_cmd import report_command
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ def _root(
 
 
 app.command("correct", no_args_is_help=True)(correct_command)
+app.command("repair", no_args_is_help=True)(repair_command)
 app.command("check", no_args_is_help=True)(check_command)
 app.command("predict", no_args_is_help=True)(predict_command)
 app.command("evaluate", no_args_is_help=True)(evaluate_command)

@@ -66,8 +66,8 @@ def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
     return f"{len(failing)}/{len(rows)} fail" if failing else f"{len(rows)} ok"
 
 
-def _summary_table(cases: list[dict]) -> Table:
-    table = Table(title="topofix correct", title_justify="left")
+def _summary_table(cases: list[dict], title: str = "topofix correct") -> Table:
+    table = Table(title=title, title_justify="left")
     table.add_column("scan", no_wrap=True)
     for name, justify in ( ("prior", "left"), ("before", "right"), ("after", "right"),
                           ("steps", "right"), ("stop", "left"), ("s", "right"), ("Dice", "right")):
