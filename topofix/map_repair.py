@@ -138,7 +138,7 @@ def repair(
             return torch.softmax(z, dim=0)
 
     def to_labels(prob) -> np.ndarray:
-        return prob.detach().argmax(dim=0).numpy().astype(labels0.dtype)
+        return prob.detach().numpy().argmax(axis=0).astype(labels0.dtype)  # numpy: torch.argmax over 2 channels of 128^3 took 0.28 s
 
     def step0():
         return s0, labels0, []
