@@ -95,3 +95,72 @@ def test_per_slice_stack_changes_only_the_broken_slice():
 def test_bad_probabilities_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message):
         topofix.repair(bad(ring_map()), "1=1,1")
+
+
+# ------------------------------------------------------------------------------------------------
+# `topofix repair` end to end: an nnU-Net-style output made here
+# ------------------------------------------------------------------------------------------------
+def _nnunet_case(folder, name: str, prob: np.ndarray, geometry) -> None:
+    """``name.npz`` (probabilities, channel first, numpy order) + ``name.nii.gz`` (the argmax) + a pickle
+    that must never be opened."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"{name}.npz", probabilities=prob)
+    topofix.write_mask(folder / f"{name}.nii.gz", prob.argmax(0).astype(np.uint8), geometry)
+    (folder / f"{name}.pkl").write_bytes(b"\x80\x04not a pickle to open")
+
+
+def test_cli_repair_on_nnunet_outputs_keeps_the_segmentation_geometry(tmp_path):
+    import json
+
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from topofix.cli.app import app
+    from topofix.io import Geometry
+
+    geometry = Geometry(spacing=(0.7, 0.8, 1.5), origin=(10.0, -20.0, 5.0),
+                        direction=(0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    broken = np.stack([ring_map(gap_p=0.01), ring_map(), ring_map(blob_p=0.95)], axis=1)  # (C, z, y, x)
+    good = np.stack([ring_map()] * 3, axis=1)
+    _nnunet_case(tmp_path / "nnunet", "case_001", broken, geometry)
+    _nnunet_case(tmp_path / "nnunet", "case_002", good, geometry)
+    (tmp_path / "nnunet" / "case_003.npz").write_bytes(b"not a zip")  # one bad input: the batch goes on
+    out = tmp_path / "fixed"
+    result = CliRunner().invoke(app, ["repair", str(tmp_path / "nnunet"), "-o", str(out), "--per-slice", "z",
+                                      "-p", "1=1,1", "-q"])
+    assert result.exit_code == 2, result.output  # case_003 failed
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "case_003.npz" in errors[0]
+    fixed = sitk.ReadImage(str(out / "case_001.nii.gz"))
+    assert fixed.GetSpacing() == pytest.approx((0.7, 0.8, 1.5)) and fixed.GetOrigin() == pytest.approx((10, -20, 5))
+    assert fixed.GetDirection() == pytest.approx(geometry.direction)
+    labels = sitk.GetArrayFromImage(fixed)
+    assert [betti_2d(labels[z] == 1) for z in range(3)] == [(1, 1)] * 3
+    np.testing.assert_array_equal(labels[1], broken.argmax(0)[1])  # the slice that met its prior: as it was
+    same = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_002.nii.gz")))
+    np.testing.assert_array_equal(same, good.argmax(0))  # a correct input: its segmentation, unchanged
+    cases = {c["key"]: c for c in json.loads((out / "topofix_report.json").read_text())["cases"]}
+    assert cases["case_001.nii.gz"]["kind"] == "nnunet" and cases["case_001.nii.gz"]["met_after"]
+    assert cases["case_002.nii.gz"]["stop_reason"] == "already met"
+
+
+def test_label_maps_gaps_are_bridged_inside_the_gap_and_nothing_is_invented():
+    """A label map only (TotalSegmentator): a ring cut by a 1-row gap and by a 7-row gap is closed,
+    with a bridge one voxel wide in the gap or on its rim (the optimisation, like correct's, closes gaps whatever their
+    probability); a label map without the structure is left as it is (absent)."""
+    labels = (ring_map().argmax(0) == 1).astype(np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    for rows in ((32, 33), (29, 36)):
+        cut = labels.copy()
+        cut[rows[0]:rows[1], 40:48] = 0
+        assert betti_2d(cut == 1) == (1, 0)
+        closed = topofix.repair(cut, "1=1,1")
+        assert closed.report.met_after and betti_2d(closed.labels == 1) == (1, 1)
+        changed = closed.labels != cut
+        gap = (yy >= rows[0] - 1) & (yy <= rows[1]) & (xx >= 39) & (xx <= 48)  # the gap and its rim
+        assert changed.any() and not (changed & ~gap).any()
+        assert int(changed.sum()) <= rows[1] - rows[0]  # a bridge one voxel wide
+    nothing = np.zeros((64, 64), np.uint8)
+    nothing[5:10, 5:10] = 2  # another structure only
+    result = topofix.repair(nothing, "1=1,1", n_labels=3)
+    assert result.report.stop_reason == "absent" and np.array_equal(result.labels, nothing)

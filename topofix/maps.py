@@ -137,6 +137,7 @@ __all__ = [
     "SUM_TOLERANCE",
     "MapInput",
     "expand_map_inputs",
+    "map_output_name",
     "pseudo_probabilities",
     "read_map_input",
     "segmentation_beside",
@@ -232,6 +233,20 @@ def read_map_input(path: str | os.PathLike[str]) -> MapInput:
     if name.endswith(_NPZ):
         return _read_nnunet(shown)
     return _read_image_map(shown)
+
+
+def map_output_name(path: str | os.PathLike[str]) -> str:
+    """The file name of an input's corrected mask, without reading it (the batch plans every output
+    before the first case): an ``.npz`` takes its segmentation's name, anything else its own.
+    When the segmentation cannot be found the ``.npz``'s stem with ``.nii.gz`` stands in: reading
+    the input then reports the problem."""
+    text = os.fspath(path)
+    if text.lower().endswith(".npz"):
+        try:
+            return segmentation_beside(text).name
+        except InputError:
+            return os.path.basename(text)[:-4] + ".nii.gz"
+    return os.path.basename(text)
 
 
 def segmentation_beside(npz: str | os.PathLike[str]) -> Path:
