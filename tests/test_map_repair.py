@@ -164,3 +164,19 @@ def test_label_maps_gaps_are_bridged_inside_the_gap_and_nothing_is_invented():
     nothing[5:10, 5:10] = 2  # another structure only
     result = topofix.repair(nothing, "1=1,1", n_labels=3)
     assert result.report.stop_reason == "absent" and np.array_equal(result.labels, nothing)
+
+
+def test_an_extra_hole_is_filled():
+    """A solid disc (prior (1,0)) with a punched hole where the probability dips to 0.3: filled, and
+    nothing else changes."""
+    yy, xx = np.mgrid[:48, :48]
+    disc = np.hypot(yy - 24, xx - 24) <= 15
+    p = np.where(disc, 0.95, 0.01)
+    hole = np.hypot(yy - 20, xx - 28) <= 2
+    p[hole] = 0.3
+    prob = np.stack([1 - p, p]).astype(np.float32)
+    assert betti_2d(prob.argmax(0) == 1) == (1, 1)
+    result = topofix.repair(prob, "1=1,0")
+    assert result.report.met_after and betti_2d(result.labels == 1) == (1, 0)
+    changed = result.labels != prob.argmax(0)
+    assert changed.any() and not (changed & ~hole).any()

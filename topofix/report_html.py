@@ -374,9 +374,11 @@ def _load_volumes(case: Mapping[str, Any], masks_dir: Path, report_dir: Path | N
             spacing = tuple(reversed(img.geometry.spacing))
         except TopofixError as error:
             notes.append(f"input scan cannot be read ({error}): the masks are drawn without it")
-    stem, ext = _stem_ext(path)
-    after_path = masks_dir / os.path.basename(path)
-    original_path = masks_dir / f"{stem}_original{ext or '.nii.gz'}"
+    from topofix.outputs import CaseOutputs
+
+    key = str(case.get("key") or os.path.basename(path))  # where the batch wrote it (topofix.outputs)
+    plan = CaseOutputs(key, masks_dir / key)
+    after_path, original_path = plan.mask, plan.original
     after = before = None
     after_missing = not after_path.is_file()
     if not after_missing:
