@@ -44,9 +44,9 @@ from typing import Any
 from topofix._version import __version__
 from topofix.errors import OutputError, TopofixError
 from topofix.journal import FolderLock, Journal, file_sha256, fingerprint, remove_stale_temporaries
-from topofix.outputs import CaseOutputs, plan_outputs
+from topofix.outputs import CaseOutputs, plan_outputs, shard_suffix
 
-__all__ = ["BatchReport", "CaseRecord", "Interrupted", "RunInfo", "run_batch"]
+__all__ = ["BatchReport", "CaseRecord", "Interrupted", "RunInfo", "parse_shard", "report_from_journals", "run_batch", "shard_suffix"]
 
 
 class Interrupted(BaseException):
@@ -290,6 +290,7 @@ def run_batch(
     on_start: Callable[[str, int, int], None] | None = None,
     expand: Callable[[list[str]], list[Any]] | None = None,
     output_name: Callable[[str], str] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BatchReport:
     """Run ``process`` on every input, journaled, under the output folder's lock.
 
@@ -304,7 +305,10 @@ def run_batch(
     folder = Path(output)
     check_output_folder(folder)
     items = (expand or expand_inputs)([os.fspath(i) for i in inputs])
+    # names are planned over every input, so that shards agree on them; then this shard's part
     plans = plan_outputs([i.path for i in items if i.error is None], folder, output_name)
+    if shard is not None:
+        items = items[shard[0]::shard[1]]
     for item in items:
         plan = plans.get(item.path)
         if plan is not None and _same_file(plan.mask, item.path):
@@ -312,11 +316,13 @@ def run_batch(
                                       "choose another output folder")
     run.started = run.started or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = BatchReport(run)
-    journal = Journal(folder)
+    suffix = "" if shard is None else shard_suffix(shard)
+    journal = Journal(folder, suffix)
     report.journal = str(journal.path)
     fp = run.fingerprint
-    with FolderLock(folder), _signals_raise():
-        remove_stale_temporaries(folder)
+    with FolderLock(folder, suffix), _signals_raise():
+        if shard is None:  # shards share the folder: another shard's temporaries may be in flight
+            remove_stale_temporaries(folder)
         earlier = journal.runs()
         if earlier and earlier[-1].get("run", {}).get("tool") not in (None, run.tool):
             raise OutputError(folder, f"holds a topofix {earlier[-1]['run']['tool']} run; "
@@ -395,6 +401,65 @@ def _remove(paths: list[Path]) -> None:
             Path(path).unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def parse_shard(text: str, environ: Any = None) -> tuple[int, int]:
+    """``"K/N"`` (0 <= K < N), or ``"auto"``: SLURM array variables, or a Kubernetes Indexed Job's
+    ``JOB_COMPLETION_INDEX`` with the shard count in ``TOPOFIX_SHARDS``. ValueError (one line) else."""
+    env = os.environ if environ is None else environ
+    if text.strip().lower() == "auto":
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            k = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            n = int(env["SLURM_ARRAY_TASK_COUNT"])
+        elif "JOB_COMPLETION_INDEX" in env and "TOPOFIX_SHARDS" in env:
+            k, n = int(env["JOB_COMPLETION_INDEX"]), int(env["TOPOFIX_SHARDS"])
+        else:
+            raise ValueError("--shard auto: no SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, nor "
+                             "JOB_COMPLETION_INDEX with TOPOFIX_SHARDS, in the environment")
+    else:
+        part, _, total = text.partition("/")
+        try:
+            k, n = int(part), int(total)
+        except ValueError:
+            raise ValueError(f"--shard {text!r}: expected K/N (e.g. 0/4) or auto") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {k}/{n}: K must be in 0..N-1")
+    return k, n
+
+
+def report_from_journals(folder: str | os.PathLike[str]) -> BatchReport:
+    """One report from every journal in ``folder`` (the shards' and an unsharded run's).
+
+    Each case's last ``done``/``error`` entry wins; the run description is the latest run's. A
+    case whose last entry is ``start`` (interrupted) is not reported: it has no result.
+    """
+    from topofix.outputs import JOURNAL
+
+    folder = Path(folder)
+    stem = JOURNAL[: -len(".jsonl")]
+    journals = sorted(folder.glob(f"{stem}*.jsonl"))
+    if not journals:
+        raise OutputError(folder, f"holds no {JOURNAL} (nor shard journals)")
+    runs: list[dict[str, Any]] = []
+    cases: dict[str, CaseRecord] = {}
+    for path in journals:
+        journal = Journal(folder, path.name[len(stem): -len(".jsonl")])
+        runs += journal.runs()
+        for key, entry in journal.last_entries().items():
+            if entry.event in ("done", "error") and entry.case:
+                cases[key] = CaseRecord.from_dict(entry.case)
+    described = (runs[-1].get("run") if runs else None) or {}
+    run = RunInfo(**{k: described[k] for k in ("tool", "model_path", "model_sha256", "priors", "settings",
+                                                "version", "started") if k in described}) \
+        if {"tool", "model_path", "model_sha256", "priors", "settings"} <= set(described) \
+        else RunInfo("correct", "", "", [], {})
+    report = BatchReport(run, [cases[k] for k in sorted(cases)])
+    report.journal = ", ".join(str(p) for p in journals)
+    fingerprints = {r.get("fingerprint") for r in runs}
+    if len(fingerprints) > 1:
+        report.warnings.append(f"the journals hold runs with {len(fingerprints)} different models, priors or "
+                               "settings; each case is reported with its own latest result")
+    return report
 
 
 def _first_line(exc: BaseException) -> str:

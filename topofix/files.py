@@ -89,6 +89,7 @@ def predict_files(
     overwrite: bool = False,
     on_start: Callable[[str, int, int], None] | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BatchReport:
     """Segment every input with ``model``; masks (and probability maps) in ``output``.
 
@@ -123,7 +124,7 @@ def predict_files(
                 "channels": int(pred.probabilities.shape[0])}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case)
+                       on_start=on_start, on_case=on_case, shard=shard)
     report.warnings = model_warnings
     return report
 
@@ -143,6 +144,7 @@ def correct_files(
     on_start: Callable[[str, int, int], None] | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
     on_step: Callable[[str, int, float, float], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BatchReport:
     """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
 
@@ -185,7 +187,7 @@ def correct_files(
         return {**result.report.to_dict(), "activation": activation, "channels": int(n)}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case)
+                       on_start=on_start, on_case=on_case, shard=shard)
     report.warnings = model_warnings
     return report
 
@@ -204,6 +206,7 @@ def repair_files(
     on_start: Callable[[str, int, int], None] | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
     on_step: Callable[[str, int, float, float], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BatchReport:
     """:func:`topofix.repair` on probability maps or label maps on disk (no network).
 
@@ -246,7 +249,7 @@ def repair_files(
         return {**result.report.to_dict(), "kind": source.kind}
 
     return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
-                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name)
+                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard)
 
 
 # ----------------------------------------------------------------------------------------------

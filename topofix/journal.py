@@ -68,8 +68,8 @@ def fingerprint(run: Mapping[str, Any]) -> str:
 class FolderLock:
     """An exclusive lock on an output folder for one run (see the module docstring)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK
+    def __init__(self, folder: Path, suffix: str = "") -> None:
+        self.path = folder / (LOCK + suffix)  # a shard locks its own part (".topofix.lock.shard-0-of-4")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -149,8 +149,9 @@ class JournalEntry:
 class Journal:
     """Append-only journal of an output folder (see the module docstring)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / JOURNAL
+    def __init__(self, folder: Path, suffix: str = "") -> None:
+        stem = JOURNAL[: -len(".jsonl")]
+        self.path = folder / f"{stem}{suffix}.jsonl"  # a shard's: topofix_journal.shard-0-of-4.jsonl
         self.torn_lines = 0
 
     # -- reading -------------------------------------------------------------------------

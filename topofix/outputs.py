@@ -39,6 +39,8 @@ __all__ = [
     "is_own_output",
     "own_output_stem",
     "plan_outputs",
+    "report_paths",
+    "shard_suffix",
     "probability_labels",
     "split_name",
 ]
@@ -134,3 +136,21 @@ def plan_outputs(paths: Sequence[str], folder: str | os.PathLike[str],
         key = Path(rel).as_posix()
         plans[p] = CaseOutputs(key, folder / rel)
     return plans
+
+
+def report_paths(folder: Path, json_path: Path | None = None, csv_path: Path | None = None,
+                 shard: tuple[int, int] | None = None) -> tuple[Path, Path, Path]:
+    """``(JSON, CSV, HTML)`` report paths of a run: the given ones, else the folder's defaults; a
+    shard's defaults carry its part (``topofix_report.shard-0-of-4.json``) so shards never collide."""
+    suffix = "" if shard is None else shard_suffix(shard)
+
+    def named(default: str) -> Path:
+        stem, ext = default.rsplit(".", 1)
+        return folder / f"{stem}{suffix}.{ext}"
+
+    return (json_path or named(REPORT_JSON), csv_path or named(REPORT_CSV), named(REPORT_HTML))
+
+
+def shard_suffix(shard: tuple[int, int]) -> str:
+    """``.shard-2-of-8``: what a shard's journal, lock and reports carry in their names."""
+    return f".shard-{shard[0]}-of-{shard[1]}"

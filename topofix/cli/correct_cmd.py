@@ -11,12 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
-from topofix.batch import check_report_path
+from topofix.batch import check_report_path, parse_shard
 from topofix.cli.console import err, out, print_error, print_warning
 from topofix.cli.progress import BatchProgress, flat_case, print_threshold_warning
 from topofix.correction import CorrectionSettings
 from topofix.errors import OutputError, TopofixError
-from topofix.outputs import REPORT_CSV, REPORT_HTML, REPORT_JSON
+from topofix.outputs import REPORT_CSV, REPORT_JSON, report_paths
+from topofix.threads import set_threads
 
 _DEFAULTS = CorrectionSettings()  # one home for the defaults: the library's
 EXAMPLES = """
@@ -127,6 +128,8 @@ def correct_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs and reports.", rich_help_panel="Outputs")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help=f"JSON report (default DIR/{REPORT_JSON}).", rich_help_panel="Outputs")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help=f"CSV report (default DIR/{REPORT_CSV}).", rich_help_panel="Outputs")] = None,
+    threads: options.Threads = None,
+    shard: options.Shard = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
 ) -> None:
     """Correct the topology of your network's segmentations, scan by scan, with a Betti-number prior.
@@ -137,9 +140,12 @@ def correct_command(
     """
     from topofix.priors import build_priors
 
-    json_file = json_path or output / REPORT_JSON
-    csv_file = csv_path or output / REPORT_CSV
-    html_file = output / REPORT_HTML
+    try:
+        shard_part = None if shard is None else parse_shard(shard)
+    except ValueError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    json_file, csv_file, html_file = report_paths(output, json_path, csv_path, shard_part)
     try:
         priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
         if not priors:
@@ -178,12 +184,14 @@ def correct_command(
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
         device=device.value, threshold=threshold_value,
     )
+    set_threads(threads)
     progress = BatchProgress("correct", quiet)
     try:
         report = correct_files(
             inputs, model, priors, output, settings=settings, inference=inference,
             save_original=save_original or html, save_probabilities=save_probabilities, resume=skip_existing,
             overwrite=overwrite, on_start=progress.start, on_case=progress.case, on_step=progress.step,
+            shard=shard_part,
         )
     except (TopofixError, ValueError) as error:
         progress.close()

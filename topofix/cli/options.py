@@ -265,3 +265,35 @@ def threshold_warning(activation: str, n_channels: int) -> str | None:
         return None
     return (f"--threshold has no effect: the model's {n_channels} output channels are read with an argmax "
             "(softmax); it applies to sigmoid outputs only")
+
+
+# --------------------------------------------------------------------------- #
+# Scale: threads, workers, shards (predict, correct, repair)
+# --------------------------------------------------------------------------- #
+SCALE_PANEL = "Scale"
+
+Threads = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        metavar="N",
+        help="CPU threads for the network and the persistence kernels together (default: the cores this "
+        "process may use divided by --workers, at most 4; more threads than free cores slow torch down a lot).",
+        show_default=False,
+        rich_help_panel=SCALE_PANEL,
+    ),
+]
+Shard = Annotated[
+    Optional[str],
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        help="Process only part K of N (0 <= K < N) of the sorted inputs: inputs K, K+N, K+2N... "
+        "(nnU-Net's -part_id/-num_parts). 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or "
+        "JOB_COMPLETION_INDEX/TOPOFIX_SHARDS (Kubernetes Indexed Jobs). Each shard keeps its own journal; "
+        "'topofix report DIR' merges them.",
+        show_default=False,
+        rich_help_panel=SCALE_PANEL,
+    ),
+]

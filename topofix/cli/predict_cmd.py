@@ -14,7 +14,9 @@ from rich.markup import escape
 
 from topofix.cli import options
 from topofix.cli.console import err, out, print_error, print_warning
+from topofix.batch import parse_shard
 from topofix.cli.progress import BatchProgress, print_threshold_warning
+from topofix.threads import set_threads
 from topofix.errors import TopofixError
 
 EXAMPLES = """
@@ -73,6 +75,8 @@ def predict_command(
     ] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: carry forward the inputs the journal records as done with the same model and settings (their outputs are read back first); redo the rest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    threads: options.Threads = None,
+    shard: options.Shard = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no model summary; errors and the summary line only.")] = False,
 ) -> None:
     """Segment images with your trained network (TorchScript or ONNX), writing label maps with the inputs' geometry.
@@ -81,6 +85,7 @@ def predict_command(
     """
     # Usage checks first: nothing is loaded (torch included) for a typo.
     try:
+        shard_part = None if shard is None else parse_shard(shard)
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
@@ -98,11 +103,12 @@ def predict_command(
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
         device=device.value, threshold=threshold_value,
     )
+    set_threads(threads)
     progress = BatchProgress("predict", quiet)
     try:
         report = predict_files(inputs, model, output, inference=inference, save_probabilities=save_probabilities,
                                resume=skip_existing, overwrite=overwrite, on_start=progress.start,
-                               on_case=progress.case)
+                               on_case=progress.case, shard=shard_part)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))

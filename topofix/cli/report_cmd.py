@@ -17,6 +17,9 @@ EXAMPLES = """
   The report of a finished run, beside its JSON (fixed/topofix_report.html):
     [cyan]topofix report fixed/topofix_report.json[/]
 
+  The shards of a cluster run (topofix correct ... --shard K/N), merged into one report:
+    [cyan]topofix report fixed/ --merge[/]
+
   Elsewhere, replacing an earlier one; the masks are read from fixed/:
     [cyan]topofix report fixed/topofix_report.json -o qa/run3.html --overwrite[/]
 
@@ -31,6 +34,7 @@ def report_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="HTML file to write (default: topofix_report.html beside the JSON).", show_default=False)] = None,
     masks: Annotated[Optional[Path], typer.Option("--masks", metavar="DIR", help="Folder of the corrected and <stem>_original masks (default: the JSON's folder).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing HTML file.")] = False,
+    merge: Annotated[bool, typer.Option("--merge", help="REPORT_JSON is an output folder: merge every journal in it (the shards' of a --shard run, an interrupted run's) into its topofix_report.json and .csv first, then the HTML.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings; errors and the result line only.")] = False,
 ) -> None:
     """Write a self-contained HTML report of a topofix correct run, from its JSON report.
@@ -40,6 +44,20 @@ def report_command(
     from topofix.report_html import write_html_report
 
     try:
+        if merge:
+            from topofix.batch import report_from_journals
+            from topofix.files import write_reports
+            from topofix.outputs import report_paths
+
+            folder = report_json if report_json.is_dir() else report_json.parent
+            merged = report_from_journals(folder)
+            json_file, csv_file, _ = report_paths(folder)
+            write_reports(merged, json_file, csv_file, overwrite=overwrite)
+            for warning in merged.warnings:
+                err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+            out.print(f"merged {len(merged.cases)} case(s) from {merged.journal} into {json_file} and {csv_file}",
+                      markup=False)
+            report_json = json_file
         result = write_html_report(report_json, output, masks_dir=masks, overwrite=overwrite)
     except (TopofixError, OSError) as error:
         print_error(str(error))

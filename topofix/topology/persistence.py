@@ -27,13 +27,13 @@ Values are processed in float32 (what networks output); bars of zero length
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from topofix.threads import get_threads
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
 
 
@@ -142,7 +142,7 @@ def persistence_batch(
     if hasattr(probs, "detach"):
         probs = probs.detach().cpu().numpy()
     maps = list(probs)
-    workers = workers or min(len(maps), os.cpu_count() or 1)
+    workers = workers or min(len(maps), get_threads())
     if workers <= 1 or len(maps) < 2:
         return [persistence(m, connectivity) for m in maps]
     chunks = np.array_split(np.arange(len(maps)), workers)
@@ -212,7 +212,7 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     g = np.full(tuple(dims), -np.inf, np.float32)
     g[2:-2, 2:-2, 2:-2] = arr if full else -arr
     g = g.ravel()
-    workers = min(2, os.cpu_count() or 1)
+    workers = min(2, get_threads())
     bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         separate = pool.submit(separate_pass)
