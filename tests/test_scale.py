@@ -90,3 +90,27 @@ def test_default_threads_share_the_cores_among_workers(monkeypatch):
     monkeypatch.setattr(threads, "available_cores", lambda: 16)
     assert threads.default_threads(1) == threads.DEFAULT_CAP
     assert threads.default_threads(8) == 2 and threads.default_threads(32) == 1
+
+
+@pytest.mark.parametrize("command", ["correct", "predict"])
+def test_two_workers_write_what_one_process_writes(tmp_path, command):
+    """The 27 sample scans (5 broken), 2 worker processes of 1 thread against 1 process of 1 thread:
+    the same files, byte for byte, the same report; one journal, every case once."""
+    extra = ["-p", "2=1,1", "--per-slice", "z"] if command == "correct" else ["--per-slice", "z"]
+    common = [IMAGES, "-m", MODEL, "--device", "cpu", "-q", "--threads", "1", *extra]
+    one = cli(command, *common[:1], "-o", tmp_path / "one", *common[1:])
+    two = cli(command, *common[:1], "-o", tmp_path / "two", *common[1:], "--workers", "2")
+    assert one.exit_code == two.exit_code == 0, two.output
+    names = sorted(n for n in os.listdir(tmp_path / "one") if not n.startswith(".") and "topofix_" not in n)
+    assert len(names) == 27 and names == sorted(n for n in os.listdir(tmp_path / "two")
+                                                 if not n.startswith(".") and "topofix_" not in n)
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    events = [json.loads(line) for line in (tmp_path / "two" / "topofix_journal.jsonl").read_text().splitlines()]
+    done = [e["key"] for e in events if e["event"] == "done"]
+    assert sorted(done) == names and len(set(done)) == 27
+    if command == "correct":
+        a = json.loads((tmp_path / "one" / "topofix_report.json").read_text())["cases"]
+        b = json.loads((tmp_path / "two" / "topofix_report.json").read_text())["cases"]
+        keep = ("key", "status", "priors", "steps", "stop_reason", "met_after", "repaired")
+        assert [{k: c[k] for k in keep} for c in a] == [{k: c[k] for k in keep} for c in b]

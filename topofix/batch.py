@@ -291,13 +291,17 @@ def run_batch(
     expand: Callable[[list[str]], list[Any]] | None = None,
     output_name: Callable[[str], str] | None = None,
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
 ) -> BatchReport:
     """Run ``process`` on every input, journaled, under the output folder's lock.
 
     ``on_start(path, index, total)`` and ``on_case(record)`` let a caller show
     progress. ``expand`` turns the inputs into items (default
     :func:`topofix.inputs.expand_inputs`), ``output_name`` names an input's mask
-    (default: the input's name). Errors of one case never stop the batch; SIGINT/SIGTERM do, after
+    (default: the input's name). ``workers > 1``: that many cases at once in forked
+    processes with ``threads`` threads each (default: a share of the cores), outputs identical
+    to a sequential run's; the journal is written by this process only. Errors of one case never stop the batch; SIGINT/SIGTERM do, after
     journaling, and are reported in :attr:`BatchReport.interrupted`.
     """
     from topofix.inputs import expand_inputs
@@ -330,21 +334,36 @@ def run_batch(
         previous = journal.last_entries()
         journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
         try:
-            for index, item in enumerate(items):
-                if on_start is not None:
-                    on_start(item.path, index, len(items))
-                record = _one_case(item, plans, previous, journal, fp, process, resume, overwrite)
-                report.cases.append(record)
-                if on_case is not None:
-                    on_case(record)
+            if workers > 1 and len(items) > 1:
+                from topofix.threads import default_threads
+
+                _run_parallel(items, plans, previous, journal, fp, process, resume, overwrite, workers,
+                              threads or default_threads(workers), report, on_start, on_case)
+            else:
+                for index, item in enumerate(items):
+                    if on_start is not None:
+                        on_start(item.path, index, len(items))
+                    record = _one_case(item, plans, previous, journal, fp, process, resume, overwrite)
+                    report.cases.append(record)
+                    if on_case is not None:
+                        on_case(record)
         except (Interrupted, KeyboardInterrupt) as stop:
             report.interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
     report.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
 
 
-def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
-              overwrite: bool) -> CaseRecord:
+@dataclass
+class _Task:
+    """A case cleared to run: where its outputs go and whether it may replace them."""
+
+    item: Any
+    plan: CaseOutputs
+    may_overwrite: bool
+
+
+def _prepare(item, plans, previous, fp: str, resume: bool, overwrite: bool) -> CaseRecord | _Task:
+    """A final record (input error, resumed, refused), or the task to run."""
     if item.error is not None:
         return CaseRecord(item.path, os.path.basename(item.path), "error", error=str(item.error))
     plan: CaseOutputs = plans[item.path]
@@ -364,35 +383,123 @@ def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFun
                 if resume else "it already exists")
         return CaseRecord(item.path, plan.key, "error",
                           error=f"{plan.mask}: {hint}; use --overwrite to redo it")
+    return _Task(item, plan, overwrite or ours)
+
+
+def _execute(task: _Task, process: CaseFunction) -> CaseRecord:
+    """Run one case; every error becomes the case's one-line error (outputs of a failed case removed)."""
+    item, plan = task.item, task.plan
     started = time.perf_counter()
     written: list[Path] = []
     try:
-        journal.append({"event": "start", "key": plan.key, "fingerprint": fp, "path": item.path})
         try:
-            result = process(item.path, plan, overwrite or ours, written)
+            result = process(item.path, plan, task.may_overwrite, written)
         except BaseException:
             _remove(written)  # a failed or interrupted case leaves none of its outputs behind
             raise
-        record = CaseRecord(item.path, plan.key, "done", [str(p) for p in written],
-                            round(time.perf_counter() - started, 3), None, result)
+        return CaseRecord(item.path, plan.key, "done", [str(p) for p in written],
+                          round(time.perf_counter() - started, 3), None, result)
     except TopofixError as error:
         message = str(error)
         if item.path not in message and not isinstance(error, OutputError):
             message = f"{item.path}: {message}"
-        record = CaseRecord(item.path, plan.key, "error", seconds=round(time.perf_counter() - started, 3),
-                            error=message)
+        return CaseRecord(item.path, plan.key, "error", seconds=round(time.perf_counter() - started, 3),
+                          error=message)
     except MemoryError:
-        record = CaseRecord(item.path, plan.key, "error", error=f"{item.path}: out of memory")
+        return CaseRecord(item.path, plan.key, "error", error=f"{item.path}: out of memory")
     except Exception as exc:  # a bug or the user's model: one line for the user, the trace in the journal
-        record = CaseRecord(item.path, plan.key, "error",
-                            error=f"{item.path}: internal error ({type(exc).__name__}: {_first_line(exc)})",
-                            result={"traceback": traceback.format_exc(limit=20)})
+        return CaseRecord(item.path, plan.key, "error",
+                          error=f"{item.path}: internal error ({type(exc).__name__}: {_first_line(exc)})",
+                          result={"traceback": traceback.format_exc(limit=20)})
+
+
+def _finish(record: CaseRecord, journal: Journal, fp: str) -> CaseRecord:
+    """Journal the case's outcome; a result that cannot be journaled is not trusted nor left behind."""
     try:
-        journal.append({"event": record.status, "key": plan.key, "fingerprint": fp, "case": record.to_dict()})
-    except OutputError as error:  # the result could not be journaled: not trusted, not left behind
-        _remove(written)
-        record = CaseRecord(item.path, plan.key, "error", [], record.seconds, str(error))
+        journal.append({"event": record.status, "key": record.key, "fingerprint": fp, "case": record.to_dict()})
+    except OutputError as error:
+        _remove([Path(p) for p in record.outputs])
+        return CaseRecord(record.path, record.key, "error", [], record.seconds, str(error))
     return record
+
+
+def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
+              overwrite: bool) -> CaseRecord:
+    prepared = _prepare(item, plans, previous, fp, resume, overwrite)
+    if isinstance(prepared, CaseRecord):
+        return prepared
+    journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
+    return _finish(_execute(prepared, process), journal, fp)
+
+
+# -- workers: N cases at once in forked processes; the parent alone writes the journal ------------
+_WORKER_PROCESS: CaseFunction | None = None
+
+
+def _worker_init(threads: int) -> None:
+    """In a worker: interrupts are the parent's business (it stops the pool), and a share of the threads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from topofix.threads import set_threads
+
+    set_threads(threads)
+
+
+def _worker_run(task: _Task) -> CaseRecord:
+    assert _WORKER_PROCESS is not None
+    return _execute(task, _WORKER_PROCESS)
+
+
+def _run_parallel(items, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
+                  overwrite: bool, workers: int, threads: int, report: BatchReport, on_start, on_case) -> None:
+    """The cases on ``workers`` forked processes, each with its own copy of the network (fork) and
+    ``threads`` threads; results are journaled by this process as they arrive, reported in input order."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    global _WORKER_PROCESS
+    _WORKER_PROCESS = process  # inherited by the forked workers: closures need no pickling
+    records: dict[int, CaseRecord] = {}
+    pending: dict[Any, int] = {}
+    queue = list(enumerate(items))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_init, initargs=(threads,))
+    try:
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                index, item = queue.pop(0)
+                if on_start is not None:
+                    on_start(item.path, index, len(items))
+                prepared = _prepare(item, plans, previous, fp, resume, overwrite)
+                if isinstance(prepared, CaseRecord):
+                    records[index] = prepared
+                    if on_case is not None:
+                        on_case(prepared)
+                    continue
+                journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
+                pending[pool.submit(_worker_run, prepared)] = index
+            if not pending:
+                continue
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                try:
+                    record = future.result()
+                except Exception as exc:  # the worker died (killed, out of memory): that case fails alone
+                    item = items[index]
+                    record = CaseRecord(item.path, plans[item.path].key, "error",
+                                        error=f"{item.path}: the worker process died ({type(exc).__name__})")
+                records[index] = _finish(record, journal, fp)
+                if on_case is not None:
+                    on_case(records[index])
+    except BaseException:
+        for process_ in list(getattr(pool, "_processes", {}).values()):
+            process_.terminate()  # an interrupt: stop the cases in flight now (journaled as started only)
+        pool.shutdown(wait=False, cancel_futures=True)
+        report.cases.extend(records[i] for i in sorted(records))
+        raise
+    pool.shutdown(wait=True)
+    report.cases.extend(records[i] for i in sorted(records))
 
 
 def _remove(paths: list[Path]) -> None:

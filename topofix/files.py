@@ -90,6 +90,8 @@ def predict_files(
     on_start: Callable[[str, int, int], None] | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
 ) -> BatchReport:
     """Segment every input with ``model``; masks (and probability maps) in ``output``.
 
@@ -124,7 +126,7 @@ def predict_files(
                 "channels": int(pred.probabilities.shape[0])}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
     report.warnings = model_warnings
     return report
 
@@ -145,6 +147,8 @@ def correct_files(
     on_case: Callable[[CaseRecord], None] | None = None,
     on_step: Callable[[str, int, float, float], None] | None = None,
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
 ) -> BatchReport:
     """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
 
@@ -170,7 +174,7 @@ def correct_files(
 
     def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
         image = read_image(input_path)
-        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        step = None if on_step is None or workers > 1 else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
         result = correct(image, module, prior_list, settings=settings, contract=inference.contract,
                          per_slice=inference.per_slice, patch_size=inference.patch_size,
                          overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
@@ -187,7 +191,7 @@ def correct_files(
         return {**result.report.to_dict(), "activation": activation, "channels": int(n)}
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
     report.warnings = model_warnings
     return report
 
@@ -207,6 +211,8 @@ def repair_files(
     on_case: Callable[[CaseRecord], None] | None = None,
     on_step: Callable[[str, int, float, float], None] | None = None,
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
 ) -> BatchReport:
     """:func:`topofix.repair` on probability maps or label maps on disk (no network).
 
@@ -235,7 +241,7 @@ def repair_files(
         if reference.path and Path(reference.path).resolve() == plan.mask.resolve():
             raise OutputError(plan.mask, "is the segmentation this input is paired with; choose another "
                                          "output folder")
-        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        step = None if on_step is None or workers > 1 else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
         result = repair(source.probabilities, prior_list, labels=source.labels, settings=settings,
                         per_slice=per_slice, path=input_path, callback=step)
         written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
@@ -249,7 +255,7 @@ def repair_files(
         return {**result.report.to_dict(), "kind": source.kind}
 
     return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
-                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard)
+                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def correct_command(
     json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help=f"JSON report (default DIR/{REPORT_JSON}).", rich_help_panel="Outputs")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help=f"CSV report (default DIR/{REPORT_CSV}).", rich_help_panel="Outputs")] = None,
     threads: options.Threads = None,
+    workers: options.Workers = 1,
     shard: options.Shard = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
 ) -> None:
@@ -184,14 +185,14 @@ def correct_command(
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
         device=device.value, threshold=threshold_value,
     )
-    set_threads(threads)
+    set_threads(threads, workers=workers)
     progress = BatchProgress("correct", quiet)
     try:
         report = correct_files(
             inputs, model, priors, output, settings=settings, inference=inference,
             save_original=save_original or html, save_probabilities=save_probabilities, resume=skip_existing,
             overwrite=overwrite, on_start=progress.start, on_case=progress.case, on_step=progress.step,
-            shard=shard_part,
+            shard=shard_part, workers=workers, threads=threads,
         )
     except (TopofixError, ValueError) as error:
         progress.close()

@@ -284,6 +284,17 @@ Threads = Annotated[
         rich_help_panel=SCALE_PANEL,
     ),
 ]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        metavar="N",
+        help="Process N scans at once, each in its own process with its own copy of the network and "
+        "--threads threads (default: a share of the cores); outputs identical to a sequential run's.",
+        rich_help_panel=SCALE_PANEL,
+    ),
+]
 Shard = Annotated[
     Optional[str],
     typer.Option(

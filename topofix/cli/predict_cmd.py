@@ -76,6 +76,7 @@ def predict_command(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: carry forward the inputs the journal records as done with the same model and settings (their outputs are read back first); redo the rest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     threads: options.Threads = None,
+    workers: options.Workers = 1,
     shard: options.Shard = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no model summary; errors and the summary line only.")] = False,
 ) -> None:
@@ -103,12 +104,12 @@ def predict_command(
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
         device=device.value, threshold=threshold_value,
     )
-    set_threads(threads)
+    set_threads(threads, workers=workers)
     progress = BatchProgress("predict", quiet)
     try:
         report = predict_files(inputs, model, output, inference=inference, save_probabilities=save_probabilities,
                                resume=skip_existing, overwrite=overwrite, on_start=progress.start,
-                               on_case=progress.case, shard=shard_part)
+                               on_case=progress.case, shard=shard_part, workers=workers, threads=threads)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))
