@@ -180,3 +180,27 @@ def test_an_extra_hole_is_filled():
     assert result.report.met_after and betti_2d(result.labels == 1) == (1, 0)
     changed = result.labels != prob.argmax(0)
     assert changed.any() and not (changed & ~hole).any()
+
+
+def test_a_label_map_with_many_labels_works_on_the_priors_labels_only():
+    """TotalSegmentator-like: labels 3, 5 and 7; prior on 5 only. The optimised map has 2 channels, not 8;
+    the gap of ring 5 is closed with label 5; an extra blob of 5 lying inside label 7 goes back to 7
+    (the nearest label of no prior); labels 3 and 7 are otherwise untouched; the report names label 5."""
+    ring = ring_map().argmax(0) == 1
+    labels = np.zeros((64, 64), np.int64)
+    labels[ring] = 5
+    labels[32, 40:48] = 0  # the gap
+    labels[50:60, 2:12] = 7
+    labels[54:57, 5:8] = 5  # a blob of 5 inside 7
+    labels[2:6, 50:60] = 3
+    assert betti_2d(labels == 5) == (2, 0)
+    result = topofix.repair(labels, "5=1,1")
+    assert result.probabilities.shape[0] == 2
+    assert result.report.met_after and betti_2d(result.labels == 5) == (1, 1)
+    assert (result.labels[54:57, 5:8] == 7).all() and (result.labels[50:60, 2:12] == 7).all()
+    assert np.array_equal(result.labels == 3, labels == 3)
+    changed = result.labels != labels
+    assert not (changed & ~((np.abs(np.mgrid[:64, :64][0] - 32) <= 1) & (np.mgrid[:64, :64][1] >= 39)
+                            | ((labels == 5) & (np.mgrid[:64, :64][0] >= 50)))).any()
+    assert [p.prior for p in result.report.priors] == ["5=1,1"]
+    np.testing.assert_array_equal(result.original_labels, labels)

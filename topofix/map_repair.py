@@ -115,7 +115,12 @@ def repair(
     prior_list = [p for p in build_priors(priors=priors) if p.betti is not None]
     if not prior_list:
         raise ValueError("repair needs at least one prior with Betti numbers (e.g. '2=1,1')")
-    prob0, given = _as_probabilities(np.asarray(data), n_labels)
+    arr = np.asarray(data)
+    if labels is None and (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
+        narrowed = _restrict_labels(arr, prior_list)
+        if narrowed is not None:  # a label map with labels no prior names: work on the prior's labels only
+            return _repair_restricted(arr, prior_list, narrowed, settings, per_slice, path, callback)
+    prob0, given = _as_probabilities(arr, n_labels)
     labels0 = np.asarray(labels) if labels is not None else given
     if labels0 is None:
         labels0 = prob0.argmax(axis=0)
@@ -152,6 +157,55 @@ def repair(
                      started, callback, _fresh_adam, module, step0).run()
     finally:
         rng.__exit__(None, None, None)
+
+
+def _restrict_labels(labels: np.ndarray, priors: Sequence[Prior]) -> list[int] | None:
+    """The priors' labels, when the label map holds others too (else ``None``: nothing to restrict).
+
+    Why: pseudo-probabilities take one float per label and voxel; a TotalSegmentator map has 117
+    labels (37 GB at 512 x 512 x 300), while a prior names one or two. Priors on the foreground
+    (every non-zero label) are not restricted.
+    """
+    if any(p.labels is None for p in priors):
+        return None
+    wanted = sorted({int(label) for p in priors for label in p.labels})
+    present = {int(v) for v in np.unique(labels)}
+    if not (present - set(wanted) - {0}):
+        return None
+    return wanted
+
+
+def _repair_restricted(labels: np.ndarray, priors: Sequence[Prior], wanted: list[int], settings, per_slice,
+                       path: str, callback) -> CorrectionResult:
+    """:func:`repair` on the label map reduced to the priors' labels (label ``wanted[i]`` -> ``i + 1``,
+    every other label -> 0), then mapped back: a voxel a structure gains takes its label, a voxel a
+    structure loses takes the label of the nearest voxel of no prior structure (as
+    ``correct`` gives it the most probable other label); every other voxel keeps its label.
+    The returned probabilities are those of the reduced map (channel ``i + 1``: label ``wanted[i]``).
+    """
+    from scipy import ndimage
+
+    lut = np.zeros(int(labels.max()) + 1, np.int64)
+    for i, label in enumerate(wanted):
+        if label < lut.size:
+            lut[label] = i + 1
+    reduced = lut[labels]
+    index = {label: i + 1 for i, label in enumerate(wanted)}
+    reduced_priors = [dataclasses.replace(p, labels=tuple(index[int(label)] for label in p.labels)) for p in priors]
+    result = repair(reduced.astype(np.uint8 if len(wanted) < 255 else np.uint16), reduced_priors,
+                    settings=settings, per_slice=per_slice, n_labels=len(wanted) + 1, path=path, callback=callback)
+    back = np.asarray(wanted, np.int64)
+    out = labels.copy()
+    gained = result.labels > 0
+    out[gained] = back[result.labels[gained].astype(np.int64) - 1]
+    in_priors = np.isin(labels, wanted)
+    lost = in_priors & ~gained
+    if lost.any():
+        nearest = ndimage.distance_transform_edt(in_priors, return_distances=False, return_indices=True)
+        out[lost] = labels[tuple(axis[lost] for axis in nearest)]
+    for outcome, prior in zip(result.report.priors, priors):  # the report names the user's labels
+        outcome.prior = prior.spec
+    return CorrectionResult(out, result.probabilities, labels.copy(), result.original_probabilities, result.report)
 
 
 def _fresh_adam(module, lr: float):
