@@ -15,6 +15,7 @@ from pathlib import Path
 
 from topofix.errors import InputError
 from topofix.io import image_extension
+from topofix.dicom import dicom_scans
 from topofix.outputs import own_output_stem
 
 _GLOB_CHARS = set("*?[")
@@ -100,7 +101,10 @@ def expand_inputs(
     for spec in specs:
         text = os.fspath(spec)
         path = Path(text)
-        if path.is_dir():
+        if path.is_dir() and dicom_scans(path):  # DICOM series: each is one scan (topofix.dicom)
+            for scan in dicom_scans(path):
+                add(InputItem(scan))
+        elif path.is_dir():
             found = _folder_items(path, include_own_outputs)
             if not found:
                 add(InputItem(text, InputError(text, "folder holds no supported image")))

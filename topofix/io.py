@@ -705,7 +705,8 @@ def read_image(path: PathLike, *, allow_vector: bool = False) -> Image:
     Parameters
     ----------
     path:
-        A ``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr`` or ``.png`` file.
+        A ``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr`` or ``.png`` file, or a
+        DICOM series: a folder holding one, or ``folder#SeriesInstanceUID`` (:mod:`topofix.dicom`).
     allow_vector:
         Accept multi-component voxels (RGB PNG, vector NIfTI...); the array then
         gets a trailing component axis.  Off by default because topofix works
@@ -729,6 +730,10 @@ def read_image(path: PathLike, *, allow_vector: bool = False) -> Image:
         format ("image contains NaN or Inf values"; in NIfTI found by scanning
         the file, since SimpleITK reads them as 0).
     """
+    from topofix.dicom import is_dicom_address, read_dicom_series
+
+    if is_dicom_address(path):  # a folder holding a DICOM series, or folder#SeriesInstanceUID
+        return read_dicom_series(path)
     f = _open_checked(path)
     img = _read_sitk(f, allow_vector)
     array = sitk.GetArrayFromImage(img)

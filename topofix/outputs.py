@@ -112,6 +112,16 @@ class CaseOutputs:
         return self.mask.with_name(f"{stem}{PROBABILITY_SUFFIX}{label}{ext}")
 
 
+def default_output_name(path: str) -> str:
+    """The mask's file name for an input: its own name; a DICOM series' is ``<folder>.nii.gz``."""
+    from topofix.dicom import SERIES_SEPARATOR, is_dicom_address, series_output_name
+
+    if SERIES_SEPARATOR in path or os.path.isdir(path):
+        if is_dicom_address(path):
+            return series_output_name(path)
+    return os.path.basename(path)
+
+
 def _common_folder(paths: Sequence[str]) -> str:
     folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
     return os.path.commonpath(folders) if folders else ""
@@ -125,7 +135,7 @@ def plan_outputs(paths: Sequence[str], folder: str | os.PathLike[str],
     repair`` names an nnU-Net ``.npz``'s mask after its segmentation file).
     """
     folder = Path(folder)
-    name_of = names or os.path.basename
+    name_of = names or default_output_name
     counts = Counter(name_of(p) for p in paths)
     clash = any(n > 1 for n in counts.values())
     root = _common_folder(paths) if clash else ""

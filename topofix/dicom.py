@@ -1,0 +1,156 @@
+"""DICOM series as scans: found in folders, read with their geometry, refused when inconsistent.
+
+Why its own module: a DICOM scan is not a file but a *series* (one file per slice, possibly
+several series in one folder, told apart by their Series Instance UID), and the checks that
+make it trustworthy (every slice present, one orientation, even spacing) are DICOM's own.
+
+Addresses: a folder holding exactly one series is that scan (``scans/case_01``); a folder
+holding several is one scan per series, written ``<folder>#<SeriesInstanceUID>``. The mask of
+a DICOM scan is written as NIfTI (``<folder name>.nii.gz``, with ``_<last 8 characters of the
+UID>`` when the folder holds several series) until DICOM-SEG output exists.
+
+Reading: SimpleITK's GDCM series reader, slices sorted by their position along the slice
+normal (GDCM's order), geometry (spacing, origin, direction) from the image position and
+orientation tags. Refused with one line: slices with different orientations, uneven slice
+spacing (more than 1% apart, or a missing slice), a single file where a series is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from topofix.errors import InputError
+
+__all__ = ["SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file", "read_dicom_series",
+           "series_output_name"]
+
+SERIES_SEPARATOR = "#"
+SPACING_TOLERANCE = 0.01
+"""Relative difference allowed between consecutive slice distances."""
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """The DICOM Part 10 signature: ``DICM`` after a 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _holds_dicom(folder: Path) -> bool:
+    try:
+        return any(entry.is_file() and is_dicom_file(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _series_ids(folder: Path) -> list[str]:
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+def dicom_scans(folder: str | os.PathLike[str]) -> list[str]:
+    """The scans a folder stands for: itself (one series), ``folder#UID`` per series (several), or
+    those of its sub-folders (a folder of series folders); ``[]`` when it holds no DICOM."""
+    root = Path(folder)
+    if _holds_dicom(root):
+        ids = _series_ids(root)
+        if len(ids) <= 1:
+            return [str(root)]
+        return [f"{root}{SERIES_SEPARATOR}{uid}" for uid in sorted(ids)]
+    scans: list[str] = []
+    try:
+        subfolders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for sub in subfolders:
+        if _holds_dicom(sub):
+            scans.extend(dicom_scans(sub))
+    return scans
+
+
+def is_dicom_address(path: str | os.PathLike[str]) -> bool:
+    """A folder holding DICOM files, or ``folder#UID``."""
+    text = os.fspath(path)
+    folder, _, _ = text.partition(SERIES_SEPARATOR) if SERIES_SEPARATOR in text and not os.path.exists(text) \
+        else (text, "", "")
+    return Path(folder).is_dir() and _holds_dicom(Path(folder))
+
+
+def series_output_name(path: str | os.PathLike[str]) -> str:
+    """``case_01.nii.gz`` for ``scans/case_01``; ``case_01_1a2b3c4d.nii.gz`` for ``scans/case_01#...1a2b3c4d``."""
+    text = os.fspath(path).rstrip("/\\")
+    folder, sep, uid = text.partition(SERIES_SEPARATOR)
+    name = os.path.basename(folder) or "dicom"
+    return f"{name}_{uid[-8:]}.nii.gz" if sep else f"{name}.nii.gz"
+
+
+def _tag(reader: sitk.ImageFileReader, key: str) -> str | None:
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else None
+
+
+def read_dicom_series(path: str | os.PathLike[str]):
+    """The scan at a DICOM address as a :class:`topofix.io.Image` (array ``(z, y, x)``, geometry)."""
+    from topofix.io import Geometry, Image
+
+    shown = os.fspath(path)
+    folder, sep, uid = shown.partition(SERIES_SEPARATOR) if SERIES_SEPARATOR in shown and not os.path.exists(shown) \
+        else (shown, "", "")
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(shown, "is not a folder holding a DICOM series")
+    ids = _series_ids(root)
+    if not ids:
+        raise InputError(shown, "holds no readable DICOM series")
+    if not sep:
+        if len(ids) > 1:
+            raise InputError(shown, f"holds {len(ids)} DICOM series; give one as {folder}{SERIES_SEPARATOR}<UID>")
+        uid = ids[0]
+    elif uid not in ids:
+        raise InputError(shown, f"no DICOM series {uid} in {folder}")
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(root), uid))
+    positions, orientations = [], set()
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(shown, f"slice {os.path.basename(name)} cannot be read ({str(exc).splitlines()[-1][:120]})") \
+                from None
+        ipp, iop = _tag(reader, "0020|0032"), _tag(reader, "0020|0037")
+        if ipp is None or iop is None:
+            raise InputError(shown, f"slice {os.path.basename(name)} has no image position or orientation")
+        positions.append([float(v) for v in ipp.split("\\")])
+        orientations.add(tuple(round(float(v), 4) for v in iop.split("\\")))
+    if len(orientations) > 1:
+        raise InputError(shown, f"mixed slice orientations ({len(orientations)} different ones in one series)")
+    if len(files) > 1:
+        row_col = np.asarray(next(iter(orientations)), float).reshape(2, 3)
+        normal = np.cross(row_col[0], row_col[1])
+        along = np.sort(np.asarray(positions) @ normal)
+        gaps = np.diff(along)
+        if gaps.min() <= 1e-6:
+            raise InputError(shown, "two slices at the same position (a duplicated slice?)")
+        step = float(np.median(gaps))
+        if np.abs(gaps - step).max() > SPACING_TOLERANCE * step:
+            worst = int(np.argmax(np.abs(gaps - step)))
+            kind = "a missing slice" if gaps[worst] > 1.5 * step else "uneven slice spacing"
+            raise InputError(shown, f"{kind}: slices {worst} and {worst + 1} are {gaps[worst]:.3g} mm apart, "
+                                    f"the others {step:.3g} mm")
+    series = sitk.ImageSeriesReader()
+    series.SetFileNames(files)
+    try:
+        image = series.Execute()
+    except RuntimeError as exc:
+        raise InputError(shown, f"cannot read the series ({str(exc).splitlines()[-1][:160]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(shown, "colour DICOM series are not supported")
+    array = sitk.GetArrayFromImage(image)
+    geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+    return Image(array, geometry, shown)
