@@ -336,11 +336,13 @@ def _stem_ext(path: str) -> tuple[str, str]:
 def _find_input(path: str, report_dir: Path | None) -> Path | None:
     """The input scan: as recorded (absolute, or relative to the current folder), else
     relative to the report's folder."""
+    from topofix.dicom import is_dicom_address
+
     candidates = [Path(path)]
     if not os.path.isabs(path) and report_dir is not None:
         candidates.append(report_dir / path)
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or is_dicom_address(candidate):  # a file, or a DICOM series
             return candidate
     return None
 
