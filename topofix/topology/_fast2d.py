@@ -13,8 +13,9 @@ numpy and numba calls per map. Here:
   any of those neighbours. This is decided by one look-up in a 256-entry table
   indexed by the 8-bit mask of processed neighbours, for both filtrations at
   once (the complement's processed neighbours are the other bits), in memory
-  order, with no dependence between pixels. The parent chosen is the
-  neighbour processed first (steepest ascent), which keeps chains short.
+  order, with no dependence between pixels; a second table gives the parent
+  (the first processed neighbour of the group, in ring order), without a
+  data-dependent branch.
 * **Union-find on the critical pixels only.** Births (no processed neighbour)
   are roots; the remaining pixels (two or more local groups: possible merges)
   are processed in filtration order with the elder rule, exactly as before.
@@ -69,6 +70,9 @@ def _local_groups(mask: int, eight: bool) -> int:
 
 GROUPS8 = np.array([_local_groups(m, True) for m in range(256)], np.uint8)
 GROUPS4 = np.array([_local_groups(m, False) for m in range(256)], np.uint8)
+# the first set neighbour that counts (any, or an edge neighbour for 4-connectivity); 0 if none
+FIRST8 = np.array([next((i for i in range(8) if m >> i & 1), 0) for m in range(256)], np.uint8)
+FIRST4 = np.array([next((i for i in range(0, 8, 2) if m >> i & 1), 0) for m in range(256)], np.uint8)
 
 
 @njit(nogil=True, inline="always")
@@ -132,8 +136,8 @@ def persistence_2d(values: np.ndarray, n1: int, n2: int, full: bool, want0: bool
     ring = np.array([-p2, -p2 + 1, 1, p2 + 1, p2, p2 - 1, -1, -p2 - 1], np.int64)
     groups_d = GROUPS8 if full else GROUPS4  # super-level set
     groups_a = GROUPS4 if full else GROUPS8  # complement
-    step_d = 1 if full else 2  # neighbours the representative is chosen among
-    step_a = 2 if full else 1
+    first_d = FIRST8 if full else FIRST4  # a neighbour in the pixel's one local group
+    first_a = FIRST4 if full else FIRST8
     parent_d = np.empty(total, np.int32)
     parent_a = np.empty(total, np.int32)
     # critical pixels, by rank: bit 1 for the super-level pass, bit 2 for the complement
@@ -144,38 +148,23 @@ def persistence_2d(values: np.ndarray, n1: int, n2: int, full: bool, want0: bool
             q = row + j
             k = rank[q]
             mask = 0
-            lo = _BIG
-            lo_at = q
-            hi = -1
-            hi_at = q
             for t in range(8):
-                r = rank[q + ring[t]]
-                if r < k:
-                    mask |= 1 << t
+                mask |= np.int64(rank[q + ring[t]] < k) << t
             if want0:
-                for t in range(0, 8, step_d):
-                    r = rank[q + ring[t]]
-                    if r < lo:
-                        lo = r
-                        lo_at = q + ring[t]
                 g = groups_d[mask]
                 if g == 0:
                     parent_d[q] = q
                 elif g == 1:
-                    parent_d[q] = lo_at
+                    parent_d[q] = q + ring[first_d[mask]]
                 else:
                     critical[k] |= 1
             if want1:
-                for t in range(0, 8, step_a):
-                    r = rank[q + ring[t]]
-                    if r > hi:
-                        hi = r
-                        hi_at = q + ring[t]
-                g = groups_a[~mask & 255]
+                up = ~mask & 255
+                g = groups_a[up]
                 if g == 0:
                     parent_a[q] = q
                 elif g == 1:
-                    parent_a[q] = hi_at
+                    parent_a[q] = q + ring[first_a[up]]
                 else:
                     critical[k] |= 2
     offsets_d = ring if full else ring[::2].copy()
