@@ -3,7 +3,9 @@
 Why these algorithms:
 
 * **Ordering.** Every filtration starts by sorting the voxels. A stable LSD radix
-  sort of float32 keys (3 passes of 11 bits, or 2 of 16 for large images) is
+  sort of float32 keys (3 passes of 11 bits, or 2 of 16 for large images; the
+  histograms of all passes in one read, a pass skipped when all keys share its
+  digit) is
   about 6x faster than ``np.argsort(kind="stable")`` (46 us vs 340 us for
   80x80, 0.14 s vs 0.84 s for 96x240x256, measured here).
 * **Union-find with the elder rule** gives the pairs of dimension 0
@@ -39,6 +41,12 @@ def radix_order(values: np.ndarray, descending: bool) -> np.ndarray:
     n = values.size
     bits = values.view(np.uint32)
     keys = np.empty(n, np.uint32)
+    if n > 200_000:
+        nbits, passes = 16, 2
+    else:
+        nbits, passes = 11, 3
+    mask = (1 << nbits) - 1
+    counts = np.zeros((passes, mask + 1), np.int64)  # all digit histograms in the key pass
     for i in range(n):
         u = bits[i]
         # monotone map float32 -> uint32; -0.0 and 0.0 made equal
@@ -51,20 +59,17 @@ def radix_order(values: np.ndarray, descending: bool) -> np.ndarray:
         if descending:
             u = ~u
         keys[i] = u
+        kk = keys[i]  # as uint32 (numba types u more widely after ~)
+        for p in range(passes):
+            counts[p, (kk >> (p * nbits)) & mask] += 1
     order = np.arange(n).astype(np.int32)
     tkeys = np.empty(n, np.uint32)
     tord = np.empty(n, np.int32)
-    if n > 200_000:
-        nbits, passes = 16, 2
-    else:
-        nbits, passes = 11, 3
-    mask = (1 << nbits) - 1
-    count = np.empty(mask + 1, np.int64)
     for p in range(passes):
         shift = p * nbits
-        count[:] = 0
-        for i in range(n):
-            count[(keys[i] >> shift) & mask] += 1
+        count = counts[p]
+        if count[(keys[0] >> shift) & mask] == n:
+            continue  # every key has this digit: the pass would not move anything
         total = 0
         for b in range(mask + 1):
             c = count[b]

@@ -12,6 +12,9 @@ CubicalRipser's T-construction, ``"face"`` gudhi's ``vertices`` / V-construction
 
 How it is computed (all in numba, see ``bench/RESULTS.md`` for the figures):
 
+* 2D maps: one numba call does everything (:mod:`topofix.topology._fast2d`):
+  pixels are classified locally (regular, birth, possible merge) by a table
+  look-up, and the union-finds below run on the possible merges only;
 * voxels are ordered once by a radix sort of their float32 values;
 * dimension 0 by union-find with the elder rule;
 * dimension d-1 (holes in 2D, cavities in 3D) by union-find on the complement,
@@ -83,21 +86,22 @@ class Diagram:
 
 @dataclass(frozen=True)
 class Persistence:
-    """Diagrams of dimensions ``0..ndim-1`` of one probability map."""
+    """Diagrams of dimensions ``0..ndim-1`` of one probability map (``None`` for a
+    dimension left out with ``persistence(..., dims=...)``)."""
 
-    diagrams: tuple[Diagram, ...]
+    diagrams: tuple[Diagram | None, ...]
     shape: tuple[int, ...]
     connectivity: str
 
-    def __getitem__(self, dim: int) -> Diagram:
+    def __getitem__(self, dim: int) -> Diagram | None:
         return self.diagrams[dim]
 
     def __iter__(self):
         return iter(self.diagrams)
 
-    def betti(self, t: float) -> tuple[int, ...]:
+    def betti(self, t: float) -> tuple[int | None, ...]:
         """Betti numbers of ``{prob >= t}`` read from the diagrams."""
-        return tuple(d.alive(t) for d in self.diagrams)
+        return tuple(None if d is None else d.alive(t) for d in self.diagrams)
 
 
 def _as_float32(prob: Any) -> np.ndarray:
@@ -121,7 +125,7 @@ def _diagram(dim: int, values: np.ndarray, births: np.ndarray, deaths: np.ndarra
     d = np.where(deaths >= 0, values[np.maximum(deaths, 0)].astype(np.float64), -np.inf)
     keep = b != d
     b, d, births, deaths = b[keep], d[keep], births[keep], deaths[keep]
-    order = np.lexsort((births, -(b - d)))  # longest first; ties by birth cell (deterministic)
+    order = np.lexsort((deaths, births, -(b - d)))  # longest first; ties by birth, then death cell
     return Diagram(dim, b[order], d[order], births[order], deaths[order])
 
 
@@ -130,10 +134,34 @@ def _essential(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([desc[0]], np.int64), np.array([-1], np.int64)
 
 
+def _wanted_dims(dims: Any, ndim: int) -> tuple[bool, ...]:
+    """``dims`` (None, an int or ints) as one flag per dimension ``0..ndim-1``."""
+    if dims is None:
+        return (True,) * ndim
+    chosen = {int(dims)} if np.isscalar(dims) else {int(k) for k in dims}
+    if not chosen or not chosen <= set(range(ndim)):
+        raise ValueError(f"dims must be a non-empty subset of 0..{ndim - 1}, got {dims!r}")
+    return tuple(k in chosen for k in range(ndim))
+
+
+def _persistence_2d(arr: np.ndarray, connectivity: str, wanted: tuple[bool, ...]) -> Persistence:
+    """2D: one numba call (:mod:`topofix.topology._fast2d`) for ordering, both passes and sorting."""
+    from topofix.topology._fast2d import persistence_2d
+
+    ok, *bars = persistence_2d(arr.reshape(-1), arr.shape[0], arr.shape[1], connectivity == "full", *wanted)
+    if not ok:
+        raise ValueError("the map contains NaN or Inf values")
+    h0 = Diagram(0, *bars[:4]) if wanted[0] else None
+    h1 = Diagram(1, *bars[4:]) if wanted[1] else None
+    return Persistence((h0, h1), arr.shape, connectivity)
+
+
 def persistence_batch(
-    probs: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, workers: int | None = None
+    probs: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, workers: int | None = None, dims: Any = None
 ) -> list[Persistence]:
     """:func:`persistence` of every map of a batch (first axis), on all cores.
+
+    ``dims`` is passed to :func:`persistence` (only those dimensions computed).
 
     The numba kernels release the GIL, so threads share the batch; for a batch
     of small 2D maps this is what makes persistence at every optimisation step
@@ -144,14 +172,14 @@ def persistence_batch(
     maps = list(probs)
     workers = workers or min(len(maps), get_threads())
     if workers <= 1 or len(maps) < 2:
-        return [persistence(m, connectivity) for m in maps]
+        return [persistence(m, connectivity, dims=dims) for m in maps]
     chunks = np.array_split(np.arange(len(maps)), workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = pool.map(lambda idx: [persistence(maps[i], connectivity) for i in idx], chunks)
+        parts = pool.map(lambda idx: [persistence(maps[i], connectivity, dims=dims) for i in idx], chunks)
         return [p for part in parts for p in part]
 
 
-def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persistence:
+def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, dims: Any = None) -> Persistence:
     """Persistence diagrams of the super-level filtration of a 2D or 3D map.
 
     Parameters
@@ -160,12 +188,21 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
         2D or 3D array or tensor (probabilities, or any finite real values).
     connectivity:
         ``"full"`` (default) or ``"face"``, as for :func:`topofix.betti_numbers`.
+    dims:
+        The homology dimensions to compute (an int or an iterable of ints in
+        ``0..ndim-1``); ``None`` (default): all of them. A prior that only
+        constrains some Betti numbers needs only those diagrams; the others
+        are not computed (in 3D, leaving out dimension 1 skips the
+        reduction, the most expensive pass) and come back as ``None``.
+        The diagrams computed are exactly those of the full computation.
 
     Returns
     -------
     Persistence
-        ``result[k]`` is the :class:`Diagram` of dimension ``k`` (``k < ndim``).
-        For every threshold ``t``, ``result.betti(t) == betti_numbers(prob >= t)``.
+        ``result[k]`` is the :class:`Diagram` of dimension ``k`` (``k < ndim``),
+        or ``None`` for a dimension left out by ``dims``.
+        For every threshold ``t``, ``result.betti(t) == betti_numbers(prob >= t)``
+        (``None`` in the dimensions left out).
 
     Notes
     -----
@@ -178,8 +215,16 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_corners, union_find_pairs
 
     check_connectivity(connectivity)
-    arr = _as_float32(prob)
+    if type(prob) is np.ndarray and prob.dtype == np.float32 and prob.ndim == 2 and prob.flags.c_contiguous:
+        arr = prob  # the common case (a slice of a float32 map): no copy, finiteness checked in the kernel
+        if arr.size == 0:
+            raise ValueError("persistence needs a non-empty map")
+    else:
+        arr = _as_float32(prob)
+    wanted = _wanted_dims(dims, arr.ndim)
     full = connectivity == "full"
+    if arr.ndim == 2:
+        return _persistence_2d(arr, connectivity, wanted)
     shape = np.array(arr.shape, np.int64)
     flat = arr.ravel()
     desc = radix_order(flat, True)  # super-level order
@@ -191,13 +236,6 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
             return union_find_corners(order, shape, outside)
         return union_find_pairs(order, shape, neighbour_offsets(arr.shape, False), outside)
 
-    if arr.ndim == 2:
-        young, merge, n = components(desc, full, False)
-        h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
-        young, merge, n = components(asc, not full, True)  # holes: the complement, dual neighbourhood
-        h1 = _diagram(1, flat, merge[:n], young[:n])
-        return Persistence((h0, h1), arr.shape, connectivity)
-
     from topofix.topology import _reduction as red
 
     def separate_pass():
@@ -207,32 +245,54 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY) -> Persiste
     # The V-construction of g on a padded grid: g = p with a present shell (the
     # complement of the super-level set, "full") or g = -p ("face"). The
     # union-find passes and the apparent-pair pass are independent: two threads
-    # share them (the numba kernels release the GIL).
-    order, rank, dims = red.padded_order(asc if full else desc, shape, full)
-    g = np.full(tuple(dims), -np.inf, np.float32)
-    g[2:-2, 2:-2, 2:-2] = arr if full else -arr
-    g = g.ravel()
+    # share them (the numba kernels release the GIL). Passes that no wanted
+    # dimension needs are skipped: the separate union-find gives dimension 0
+    # ("full") or 2 ("face"); the V-construction's union-find gives the other
+    # one and clears dimension 1; the apparent and reduction passes give
+    # dimension 1.
+    want_loops = wanted[1]
+    want_separate = wanted[0] if full else wanted[2]
+    want_components = want_loops or (wanted[2] if full else wanted[0])
+    young = merge = loop_a = loop_b = low_b = low_d = None
+    n = 0
+    if want_components:
+        order, rank, grid = red.padded_order(asc if full else desc, shape, full)
+        g = np.full(tuple(grid), -np.inf, np.float32)
+        g[2:-2, 2:-2, 2:-2] = arr if full else -arr
+        g = g.ravel()
     workers = min(2, get_threads())
-    bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        separate = pool.submit(separate_pass)
-        components = pool.submit(red.components_pass, rank, order, dims, g)
-        chunks = [pool.submit(red.apparent_pass, rank, order, dims, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        rest = np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
-        negative, low_b, low_d, n0 = components.result()
-        young, merge, n = separate.result()
-    loop_a, loop_b, n1 = red.reduction_pass(rest, rank, order, dims, g, negative)
-    loop_a = red.unpad(loop_a, n1, shape)
-    loop_b = red.unpad(loop_b, n1, shape)
-    low_b = red.unpad(low_b, n0, shape)
-    low_d = red.unpad(low_d, n0, shape)
+        separate = pool.submit(separate_pass) if want_separate else None
+        components = pool.submit(red.components_pass, rank, order, grid, g) if want_components else None
+        if want_loops:
+            bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
+            chunks = [pool.submit(red.apparent_pass, rank, order, grid, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+            rest = np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
+        if components is not None:
+            negative, low_b, low_d, n0 = components.result()
+        if separate is not None:
+            young, merge, n = separate.result()
+    if want_loops:
+        loop_a, loop_b, n1 = red.reduction_pass(rest, rank, order, grid, g, negative)
+        loop_a = red.unpad(loop_a, n1, shape)
+        loop_b = red.unpad(loop_b, n1, shape)
+    if want_components:
+        low_b = red.unpad(low_b, n0, shape)
+        low_d = red.unpad(low_d, n0, shape)
 
+    h0 = h1 = h2 = None
     if full:
-        h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
-        h1 = _diagram(1, flat, loop_b, loop_a)  # dual: the complement's death is our birth
-        h2 = _diagram(2, flat, low_d, low_b)
+        if wanted[0]:
+            h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
+        if wanted[1]:
+            h1 = _diagram(1, flat, loop_b, loop_a)  # dual: the complement's death is our birth
+        if wanted[2]:
+            h2 = _diagram(2, flat, low_d, low_b)
     else:
-        h0 = _diagram(0, flat, np.concatenate([low_b, essential_b]), np.concatenate([low_d, essential_d]))
-        h1 = _diagram(1, flat, loop_a, loop_b)
-        h2 = _diagram(2, flat, merge[:n], young[:n])
+        if wanted[0]:
+            h0 = _diagram(0, flat, np.concatenate([low_b, essential_b]), np.concatenate([low_d, essential_d]))
+        if wanted[1]:
+            h1 = _diagram(1, flat, loop_a, loop_b)
+        if wanted[2]:
+            h2 = _diagram(2, flat, merge[:n], young[:n])
     return Persistence((h0, h1, h2), arr.shape, connectivity)
