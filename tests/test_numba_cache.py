@@ -42,6 +42,10 @@ def _run(tmp_path: Path, **env_changes: str | None) -> tuple[Path, str, list[str
     """Copy the package under tmp_path/site, import it from there with ``env_changes``; (site, cache_dir, lines)."""
     site = tmp_path / "site"
     shutil.copytree(PACKAGE, site / "topofix", ignore=shutil.ignore_patterns("__pycache__"))
+    return _run_in(site, tmp_path, **env_changes)
+
+
+def _run_in(site: Path, tmp_path: Path, **env_changes: str | None) -> tuple[Path, str, list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")}
     env.update({"PYTHONPATH": str(site), "HOME": str(tmp_path / "home"), "NUMBA_NUM_THREADS": "1"})
     for key, value in env_changes.items():
@@ -60,16 +64,21 @@ def _run(tmp_path: Path, **env_changes: str | None) -> tuple[Path, str, list[str
 def test_kernels_are_cached_in_the_user_cache_dir_not_in_the_package(tmp_path):
     site, where, _ = _run(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg"))
     assert _cache_files(site) == []  # with numba's default: site/topofix/topology/__pycache__/*.nbi
-    assert where == str(tmp_path / "xdg" / "topofix" / "numba")
+    assert Path(where).parent == tmp_path / "xdg" / "topofix" / "numba"  # one sub-folder per version of the kernels
     names = [p.name for p in _cache_files(tmp_path / "xdg" / "topofix" / "numba")]
     assert any(n.startswith("_thinning.thin_kernel") and n.endswith(".nbi") for n in names), names
+    # a changed kernel source gets a fresh folder: no stale machine code of a kernel it calls
+    kernels = site / "topofix" / "topology" / "_kernels.py"
+    kernels.write_text(kernels.read_text() + "\n# changed\n")
+    _, changed, _ = _run_in(site, tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    assert Path(changed).parent == Path(where).parent and changed != where
 
 
 @pytest.mark.slow
 def test_home_cache_dir_when_xdg_is_unset(tmp_path):
     site, where, _ = _run(tmp_path, XDG_CACHE_HOME=None)
     assert _cache_files(site) == []
-    assert where == str(tmp_path / "home" / ".cache" / "topofix" / "numba")
+    assert Path(where).parent == tmp_path / "home" / ".cache" / "topofix" / "numba"  # a sub-folder per version
     assert _cache_files(Path(where))
 
 
@@ -77,7 +86,7 @@ def test_home_cache_dir_when_xdg_is_unset(tmp_path):
 def test_numba_cache_dir_set_by_the_user_is_used(tmp_path):
     site, where, _ = _run(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "mine"), XDG_CACHE_HOME=str(tmp_path / "xdg"))
     assert _cache_files(site) == [] and not (tmp_path / "xdg").exists()
-    assert where == str(tmp_path / "mine") and _cache_files(tmp_path / "mine")
+    assert Path(where).parent == tmp_path / "mine" and _cache_files(tmp_path / "mine")  # a sub-folder per version
 
 
 def test_no_writable_cache_dir_means_no_cache_and_no_failure(tmp_path):

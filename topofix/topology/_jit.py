@@ -62,11 +62,32 @@ def _writable(folder: Path) -> bool:
 
 
 @lru_cache(maxsize=1)
+def kernels_fingerprint() -> str:
+    """A hash of the source of every module that defines or calls kernels (this folder's ``*.py``).
+
+    Why: numba re-validates a cached kernel against its own file only; a kernel that calls a
+    kernel of another file keeps its stale machine code when only that other file changes (seen
+    here: ``_fast2d`` calling ``radix_order``). Each version of the sources gets its own cache
+    folder instead.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
 def cache_dir() -> Path | None:
-    """Where topofix's kernels are cached in this process; ``None``: not cached (see the module doc)."""
+    """Where topofix's kernels are cached in this process; ``None``: not cached (see the module doc).
+
+    A sub-folder per version of the kernels' sources (:func:`kernels_fingerprint`).
+    """
     given = numba.config.CACHE_DIR or os.environ.get("NUMBA_CACHE_DIR", "")
     try:
-        folder = Path(given) if given else default_cache_dir()
+        folder = (Path(given) if given else default_cache_dir()) / kernels_fingerprint()
     except RuntimeError:  # no home directory to put the default under
         return None
     return folder if _writable(folder) else None
