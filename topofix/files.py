@@ -276,6 +276,7 @@ def predict_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """Segment every input with ``model``; masks (and probability maps) in ``output``.
 
@@ -290,7 +291,8 @@ def predict_files(
     process = PredictRunner(path, sha, inference, str(dev), module, save_probabilities=save_probabilities)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
     report.warnings = model_warnings
     return report
 
@@ -313,6 +315,7 @@ def correct_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
 
@@ -339,7 +342,8 @@ def correct_files(
                             on_step=None if workers > 1 else on_step)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
     report.warnings = model_warnings
     return report
 
@@ -361,6 +365,7 @@ def repair_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """:func:`topofix.repair` on probability maps or label maps on disk (no network).
 
@@ -385,7 +390,8 @@ def repair_files(
                            on_step=None if workers > 1 else on_step)
 
     return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
-                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads)
+                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
 
 
 # ----------------------------------------------------------------------------------------------
