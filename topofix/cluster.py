@@ -76,9 +76,13 @@ def connect(address: str, threads: int | None = None) -> tuple[Any, Any, int | N
     if n is not None:
         from topofix.threads import default_threads
 
-        with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
-            cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
+                cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+        except (OSError, RuntimeError, TimeoutError) as exc:  # the workers are spawned: they re-import __main__
+            raise TopofixError(f"--cluster {address}: the worker processes did not start ({_first_line(exc)}); "
+                               "from a Python script, call it under if __name__ == '__main__':") from None
         try:
             client = Client(cluster)
         except BaseException:
@@ -88,9 +92,12 @@ def connect(address: str, threads: int | None = None) -> tuple[Any, Any, int | N
     try:
         client = Client(address, timeout="20s")
     except (OSError, TimeoutError, ValueError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise TopofixError(f"--cluster {address}: cannot reach the Dask scheduler ({reason})") from None
+        raise TopofixError(f"--cluster {address}: cannot reach the Dask scheduler ({_first_line(exc)})") from None
     return client, None, threads
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _run_case(task: Any, process: Any, threads: int | None) -> Any:
@@ -169,7 +176,7 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
             try:
                 record = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker (it died too often), a lost scheduler...
-                reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                reason = _first_line(exc)
                 record = CaseRecord(item.path, plans[item.path].key, "error",
                                     error=f"{item.path}: the Dask task failed ({type(exc).__name__}: {reason})")
             future.release()
