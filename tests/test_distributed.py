@@ -181,3 +181,38 @@ def test_a_worker_killed_mid_batch_has_its_scan_retried(tmp_path, cluster):
     assert rows(one) == rows(two)
     assert_journal_once(tmp_path / "two", outputs(tmp_path / "one"))
     assert [e["event"] for e in journal(tmp_path / "two") if e.get("key") == victim] == ["start", "done"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_cluster_and_resume_finishes_the_batch(tmp_path):
+    """SIGTERM to ``correct --cluster local:2`` once a case is journaled: exit 143 with a report of
+    what finished, the worker processes stopped with it; ``--skip-existing`` on the cluster then
+    carries those forward and does the rest."""
+    import signal
+
+    import psutil
+    from test_batch import _start, _wait_for_done
+
+    out = tmp_path / "out"
+    proc = _start(out, "--cluster", "local:2")
+    _wait_for_done(out, 1, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2  # the worker processes (and multiprocessing's helpers)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    data = json.loads((out / "topofix_report.json").read_text())
+    finished = [c["key"] for c in data["cases"] if c["status"] == "done"]
+    assert data["interrupted"] == "SIGTERM" and 1 <= len(finished) < 5
+    psutil.wait_procs(children, timeout=30)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert [n for n in os.listdir(out) if n.endswith(".tmp")] == []
+
+    resumed = _start(out, "--cluster", "local:2", "--skip-existing")
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode in (0, 1), stderr
+    cases = {c["key"]: c["status"] for c in json.loads((out / "topofix_report.json").read_text())["cases"]}
+    assert len(cases) == 5 and {k for k, s in cases.items() if s == "resumed"} == set(finished)
+    events = journal(out)
+    assert sorted(e["key"] for e in events if e["event"] == "done") == sorted(cases)
