@@ -17,15 +17,15 @@ from typer.testing import CliRunner
 
 pytest.importorskip("distributed", reason="Dask is not installed (pip install 'topofix[distributed]')")
 
-import dask  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+import dask
+from distributed import Client, LocalCluster
 
-from topofix.batch import RunInfo, run_batch  # noqa: E402
-from topofix.cli.app import app  # noqa: E402
-from topofix.correction import CorrectionSettings  # noqa: E402
-from topofix.files import CorrectRunner, Inference, correct_files  # noqa: E402
-from topofix.journal import file_sha256  # noqa: E402
-from topofix.priors import build_priors  # noqa: E402
+from topofix.batch import RunInfo, run_batch
+from topofix.cli.app import app
+from topofix.correction import CorrectionSettings
+from topofix.files import CorrectRunner, Inference, correct_files
+from topofix.journal import file_sha256
+from topofix.priors import build_priors
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "sample_data" / "models" / "demo_unet.pt"
@@ -132,7 +132,7 @@ def test_cli_local_cluster_writes_what_one_process_writes(tmp_path):
 def test_27_scans_on_a_cluster_equal_the_sequential_run(tmp_path, cluster):
     """The 27 sample scans (5 broken) through a scheduler address, as on a real cluster: the same
     files byte for byte and the same report rows as one process, every case journaled once."""
-    kwargs = dict(inference=Inference(per_slice="z", device="cpu"), threads=1)
+    kwargs = {"inference": Inference(per_slice="z", device="cpu"), "threads": 1}
     one = correct_files([IMAGES], MODEL, ["2=1,1"], tmp_path / "one", **kwargs)
     two = correct_files([IMAGES], MODEL, ["2=1,1"], tmp_path / "two", cluster=cluster.scheduler_address, **kwargs)
     assert one.exit_status == two.exit_status == 0
@@ -167,7 +167,7 @@ def test_a_worker_killed_mid_batch_has_its_scan_retried(tmp_path, cluster):
     sha = file_sha256(MODEL)
     runner = CorrectRunner(str(MODEL), sha, Inference(per_slice="z", device="cpu"), None,
                            priors=tuple(build_priors(priors=["2=1,1"])), settings=CorrectionSettings())
-    run = lambda: RunInfo("correct", str(MODEL), sha, ["2=1,1"], {})  # noqa: E731
+    run = lambda: RunInfo("correct", str(MODEL), sha, ["2=1,1"], {})
     one = run_batch(run(), [IMAGES], tmp_path / "one", runner, threads=1)
     client = Client(cluster.scheduler_address)
     workers_before = set(client.scheduler_info()["workers"])

@@ -537,7 +537,7 @@ def _close_cluster(client: Any, local_cluster: Any) -> None:
             continue
         try:
             closable.close()
-        except BaseException:  # noqa: BLE001 - a second Ctrl-C, or the scheduler already gone
+        except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C, or the scheduler already gone
             pass
 
 

@@ -187,7 +187,7 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
     except BaseException:
         try:
             client.cancel(list(pending))
-        except Exception:  # noqa: BLE001 - the client may already be gone
+        except Exception:  # noqa: BLE001, S110 - the client may already be gone
             pass
         report.cases.extend(records[i] for i in sorted(records))
         raise
