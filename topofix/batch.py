@@ -293,6 +293,7 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """Run ``process`` on every input, journaled, under the output folder's lock.
 
@@ -301,11 +302,23 @@ def run_batch(
     :func:`topofix.inputs.expand_inputs`), ``output_name`` names an input's mask
     (default: the input's name). ``workers > 1``: that many cases at once in forked
     processes with ``threads`` threads each (default: a share of the cores), outputs identical
-    to a sequential run's; the journal is written by this process only. Errors of one case never stop the batch; SIGINT/SIGTERM do, after
+    to a sequential run's; the journal is written by this process only. ``cluster``: the cases run
+    as tasks on a Dask cluster (``"tcp://scheduler:8786"``, or ``"local:N"`` for N worker processes
+    here; :mod:`topofix.cluster`), journaled by this process; the workers need the inputs, the model
+    and ``output`` at the same paths. Errors of one case never stop the batch; SIGINT/SIGTERM do, after
     journaling, and are reported in :attr:`BatchReport.interrupted`.
     """
     from topofix.inputs import expand_inputs
 
+    if cluster is not None:
+        from topofix.cluster import check_cluster_address, portable
+
+        if workers > 1:
+            raise ValueError("--workers and --cluster: choose one (--cluster local:N runs N worker processes)")
+        if shard is not None:
+            raise ValueError("--shard and --cluster: choose one (a cluster takes the whole batch)")
+        check_cluster_address(cluster)
+        process = portable(process)  # ValueError for an in-memory model, before any work
     folder = Path(output)
     check_output_folder(folder)
     items = (expand or expand_inputs)([os.fspath(i) for i in inputs])
@@ -324,7 +337,12 @@ def run_batch(
     journal = Journal(folder, suffix)
     report.journal = str(journal.path)
     fp = run.fingerprint
+    client = local_cluster = None
     with FolderLock(folder, suffix), _signals_raise():
+        if cluster is not None:  # connected under the lock, before the run is journaled
+            from topofix.cluster import connect
+
+            client, local_cluster, threads = connect(cluster, threads)
         if shard is None:  # shards share the folder: another shard's temporaries may be in flight
             remove_stale_temporaries(folder)
         earlier = journal.runs()
@@ -334,7 +352,12 @@ def run_batch(
         previous = journal.last_entries()
         journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
         try:
-            if workers > 1 and len(items) > 1:
+            if client is not None:
+                from topofix.cluster import run_on_cluster
+
+                run_on_cluster(client, threads, items, plans, previous, journal, fp, process, resume, overwrite,
+                               report, on_start, on_case)
+            elif workers > 1 and len(items) > 1:
                 from topofix.threads import default_threads
 
                 _run_parallel(items, plans, previous, journal, fp, process, resume, overwrite, workers,
@@ -349,6 +372,11 @@ def run_batch(
                         on_case(record)
         except (Interrupted, KeyboardInterrupt) as stop:
             report.interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
+        finally:
+            if client is not None:
+                _close_cluster(client, local_cluster)
+                if local_cluster is not None or not report.interrupted:  # no task in flight any more:
+                    remove_stale_temporaries(folder)  # remove what a killed worker's attempt left
     report.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
 
@@ -500,6 +528,17 @@ def _run_parallel(items, plans, previous, journal: Journal, fp: str, process: Ca
         raise
     pool.shutdown(wait=True)
     report.cases.extend(records[i] for i in sorted(records))
+
+
+def _close_cluster(client: Any, local_cluster: Any) -> None:
+    """Close the client (and stop a local cluster's workers); an interrupt during closing is ignored."""
+    for closable in (client, local_cluster):
+        if closable is None:
+            continue
+        try:
+            closable.close()
+        except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C, or the scheduler already gone
+            pass
 
 
 def _remove(paths: list[Path]) -> None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from topofix.batch import BatchReport, CaseRecord, RunInfo, model_identity, run_batch
 from topofix.outputs import CaseOutputs, probability_labels
 
-__all__ = ["CSV_FIELDS", "Inference", "correct_files", "predict_files", "repair_files", "report_rows", "write_reports"]
+__all__ = ["CSV_FIELDS", "CorrectRunner", "Inference", "PredictRunner", "RepairRunner", "correct_files", "predict_files", "repair_files", "report_rows", "write_reports"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,190 @@ def _check_finite(probabilities, path: str) -> None:
         raise InferenceError(f"{path}: the network's output contains NaN or Inf (no mask written)")
 
 
+# ----------------------------------------------------------------------------------------------
+# Runners: one case of predict / correct / repair, as a picklable value
+# ----------------------------------------------------------------------------------------------
+# What a case needs travels as plain values (the model's *path*, the priors, the settings): a
+# runner can be pickled and shipped to another process or machine (a Dask worker), which loads the
+# network once (:func:`_network`). In this process (sequential, or forked --workers) the network the
+# batch loaded up front rides along in ``module`` and is never pickled.
+_NETWORKS: dict[tuple[str, str, str], Any] = {}
+"""(model path, sha256, device) -> loaded module, in a process that received runners without one."""
+
+
+def _network(path: str, sha256: str, device: Any):
+    """The network at ``path`` on ``device``, loaded once per process; the file must still be the one
+    the batch was started with (a worker on another machine reads it through the shared file system)."""
+    import warnings
+
+    from topofix.errors import InputError
+    from topofix.journal import file_sha256
+    from topofix.models.loading import load_model
+
+    key = (path, sha256, str(device))
+    module = _NETWORKS.get(key)
+    if module is None:
+        if sha256 and file_sha256(path) != sha256:
+            raise InputError(path, "is not the model file the batch was started with (changed, or another "
+                                   "file at that path on this worker)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = _NETWORKS[key] = load_model(path, device=str(device)).module
+    return module
+
+
+@dataclass(frozen=True)
+class _NetworkRunner:
+    model_path: str | None
+    model_sha256: str
+    inference: Inference
+    device: str | None
+    """The device the batch resolved; ``None``: resolve ``inference.device`` where the case runs."""
+    module: Any = field(default=None, compare=False, repr=False)
+    """The loaded network, in the process that loaded it (never pickled: see :meth:`portable`)."""
+
+    def network(self):
+        from topofix.models.inference import resolve_device
+
+        dev = resolve_device(self.device or self.inference.device)
+        if self.module is not None:
+            return self.module, dev
+        if self.model_path is None:
+            raise ValueError("this runner has no network (an in-memory model cannot leave its process)")
+        return _network(self.model_path, self.model_sha256, dev), dev
+
+    def portable(self):
+        """This runner without the in-memory network and callbacks, for another process or machine."""
+        if self.model_path is None:
+            raise ValueError("a cluster needs the model as a file path (an in-memory model cannot be "
+                             "shipped to the workers)")
+        changes: dict[str, Any] = {"module": None, "device": None}
+        if hasattr(self, "on_step"):
+            changes["on_step"] = None
+        return dataclasses.replace(self, **changes)
+
+    def __getstate__(self):  # an in-memory module is never pickled
+        state = dict(self.__dict__)
+        state["module"] = None
+        if "on_step" in state:
+            state["on_step"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class PredictRunner(_NetworkRunner):
+    """One ``predict`` case: segment, write the mask (and probability maps)."""
+
+    save_probabilities: bool = False
+
+    def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        import numpy as np
+
+        from topofix.io import read_image, write_image, write_mask
+        from topofix.prediction import predict
+
+        module, dev = self.network()
+        inference = self.inference
+        image = read_image(input_path)
+        pred = predict(image, module, contract=inference.contract, per_slice=inference.per_slice,
+                       patch_size=inference.patch_size, overlap=inference.overlap, device=dev,
+                       threshold=inference.threshold)
+        _check_finite(pred.probabilities, input_path)
+        written.append(write_mask(plan.mask, pred.labels, reference=image, overwrite=may_overwrite))
+        if self.save_probabilities:
+            labels = probability_labels(pred.probabilities.shape[0], pred.contract.activation)
+            for label, channel in zip(labels, pred.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=image,
+                                           overwrite=may_overwrite))
+        return {"labels_present": [int(v) for v in np.unique(pred.labels)], "warnings": pred.warnings,
+                "contract": pred.contract.describe(), "activation": pred.contract.activation,
+                "channels": int(pred.probabilities.shape[0])}
+
+
+@dataclass(frozen=True)
+class CorrectRunner(_NetworkRunner):
+    """One ``correct`` case: predict, fine-tune toward the priors, write the mask (and extras)."""
+
+    priors: tuple[Any, ...] = ()
+    settings: Any = None
+    save_original: bool = False
+    save_probabilities: bool = False
+    on_step: Callable[[str, int, float, float], None] | None = field(default=None, compare=False, repr=False)
+
+    def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        from topofix.correction import correct
+        from topofix.io import read_image, write_image, write_mask
+        from topofix.models.contract import resolve_activation
+
+        module, dev = self.network()
+        inference, on_step = self.inference, self.on_step
+        image = read_image(input_path)
+        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        result = correct(image, module, list(self.priors), settings=self.settings, contract=inference.contract,
+                         per_slice=inference.per_slice, patch_size=inference.patch_size,
+                         overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
+        written.append(write_mask(plan.mask, result.labels, reference=image, overwrite=may_overwrite))
+        if self.save_original:
+            written.append(write_mask(plan.original, result.original_labels, reference=image,
+                                      overwrite=may_overwrite))
+        n = result.probabilities.shape[0]
+        activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
+        if self.save_probabilities:
+            for label, channel in zip(probability_labels(n, activation), result.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=image,
+                                           overwrite=may_overwrite))
+        return {**result.report.to_dict(), "activation": activation, "channels": int(n)}
+
+
+@dataclass(frozen=True)
+class RepairRunner:
+    """One ``repair`` case: read a probability or label map, repair it toward the priors, write the mask."""
+
+    priors: tuple[Any, ...]
+    settings: Any
+    per_slice: str | None = None
+    save_original: bool = False
+    save_probabilities: bool = False
+    on_step: Callable[[str, int, float, float], None] | None = field(default=None, compare=False, repr=False)
+
+    def portable(self) -> RepairRunner:
+        return dataclasses.replace(self, on_step=None)
+
+    def __getstate__(self):
+        return {**self.__dict__, "on_step": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
+        from topofix.errors import OutputError
+        from topofix.io import write_image, write_mask
+        from topofix.map_repair import repair
+        from topofix.maps import read_map_input
+
+        source = read_map_input(input_path)
+        reference = source.reference
+        if reference.path and Path(reference.path).resolve() == plan.mask.resolve():
+            raise OutputError(plan.mask, "is the segmentation this input is paired with; choose another "
+                                         "output folder")
+        on_step = self.on_step
+        step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
+        result = repair(source.probabilities, list(self.priors), labels=source.labels, settings=self.settings,
+                        per_slice=self.per_slice, path=input_path, callback=step)
+        written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
+        if self.save_original:
+            written.append(write_mask(plan.original, result.original_labels, reference=reference,
+                                      overwrite=may_overwrite))
+        if self.save_probabilities:
+            for label, channel in enumerate(result.probabilities):
+                written.append(write_image(plan.probability(label), channel, reference=reference,
+                                           overwrite=may_overwrite))
+        return {**result.report.to_dict(), "kind": source.kind}
+
+
 def predict_files(
     inputs: Sequence[str | os.PathLike[str]],
     model: Any,
@@ -92,41 +276,23 @@ def predict_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """Segment every input with ``model``; masks (and probability maps) in ``output``.
 
     Returns the batch's :class:`BatchReport` (each case's ``result``: the labels
     present, the warnings, the model contract used).
     """
-    from topofix.io import read_image, write_image, write_mask
-    from topofix.prediction import predict
-
     inference = inference or Inference()
     module, path, model_warnings, dev = _load(model, inference.device)
     mpath, sha = model_identity(path)
     run = RunInfo("predict", mpath, sha, [], {"inference": inference.describe(),
                                                 "save_probabilities": save_probabilities})
-
-    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
-        import numpy as np
-
-        image = read_image(input_path)
-        pred = predict(image, module, contract=inference.contract, per_slice=inference.per_slice,
-                       patch_size=inference.patch_size, overlap=inference.overlap, device=dev,
-                       threshold=inference.threshold)
-        _check_finite(pred.probabilities, input_path)
-        written.append(write_mask(plan.mask, pred.labels, reference=image, overwrite=may_overwrite))
-        if save_probabilities:
-            labels = probability_labels(pred.probabilities.shape[0], pred.contract.activation)
-            for label, channel in zip(labels, pred.probabilities):
-                written.append(write_image(plan.probability(label), channel, reference=image,
-                                           overwrite=may_overwrite))
-        return {"labels_present": [int(v) for v in np.unique(pred.labels)], "warnings": pred.warnings,
-                "contract": pred.contract.describe(), "activation": pred.contract.activation,
-                "channels": int(pred.probabilities.shape[0])}
+    process = PredictRunner(path, sha, inference, str(dev), module, save_probabilities=save_probabilities)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
     report.warnings = model_warnings
     return report
 
@@ -149,14 +315,13 @@ def correct_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
 
     Each case's ``result`` is its :class:`topofix.correction.CaseReport` as a dict.
     """
-    from topofix.correction import CorrectionSettings, correct
-    from topofix.io import read_image, write_image, write_mask
-    from topofix.models.contract import resolve_activation
+    from topofix.correction import CorrectionSettings
     from topofix.priors import build_priors
 
     settings = settings or CorrectionSettings()
@@ -172,26 +337,13 @@ def correct_files(
                   {**dataclasses.asdict(settings), "inference": inference.describe(),
                    "save_original": save_original, "save_probabilities": save_probabilities})
 
-    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
-        image = read_image(input_path)
-        step = None if on_step is None or workers > 1 else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
-        result = correct(image, module, prior_list, settings=settings, contract=inference.contract,
-                         per_slice=inference.per_slice, patch_size=inference.patch_size,
-                         overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
-        written.append(write_mask(plan.mask, result.labels, reference=image, overwrite=may_overwrite))
-        if save_original:
-            written.append(write_mask(plan.original, result.original_labels, reference=image,
-                                      overwrite=may_overwrite))
-        n = result.probabilities.shape[0]
-        activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
-        if save_probabilities:
-            for label, channel in zip(probability_labels(n, activation), result.probabilities):
-                written.append(write_image(plan.probability(label), channel, reference=image,
-                                           overwrite=may_overwrite))
-        return {**result.report.to_dict(), "activation": activation, "channels": int(n)}
+    process = CorrectRunner(path, sha, inference, str(dev), module, priors=tuple(prior_list), settings=settings,
+                            save_original=save_original, save_probabilities=save_probabilities,
+                            on_step=None if workers > 1 else on_step)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
-                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads)
+                       on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
     report.warnings = model_warnings
     return report
 
@@ -213,6 +365,7 @@ def repair_files(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    cluster: str | None = None,
 ) -> BatchReport:
     """:func:`topofix.repair` on probability maps or label maps on disk (no network).
 
@@ -221,10 +374,8 @@ def repair_files(
     probability images, label maps. Each case's ``result`` is its
     :class:`topofix.correction.CaseReport` as a dict, with the input's ``kind``.
     """
-    from topofix.errors import OutputError
-    from topofix.io import write_image, write_mask
-    from topofix.map_repair import MAP_SETTINGS, repair
-    from topofix.maps import expand_map_inputs, map_output_name, read_map_input
+    from topofix.map_repair import MAP_SETTINGS
+    from topofix.maps import expand_map_inputs, map_output_name
     from topofix.priors import build_priors
 
     settings = settings or MAP_SETTINGS
@@ -235,27 +386,12 @@ def repair_files(
                   {**dataclasses.asdict(settings), "per_slice": per_slice, "save_original": save_original,
                    "save_probabilities": save_probabilities})
 
-    def process(input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
-        source = read_map_input(input_path)
-        reference = source.reference
-        if reference.path and Path(reference.path).resolve() == plan.mask.resolve():
-            raise OutputError(plan.mask, "is the segmentation this input is paired with; choose another "
-                                         "output folder")
-        step = None if on_step is None or workers > 1 else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
-        result = repair(source.probabilities, prior_list, labels=source.labels, settings=settings,
-                        per_slice=per_slice, path=input_path, callback=step)
-        written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
-        if save_original:
-            written.append(write_mask(plan.original, result.original_labels, reference=reference,
-                                      overwrite=may_overwrite))
-        if save_probabilities:
-            for label, channel in enumerate(result.probabilities):
-                written.append(write_image(plan.probability(label), channel, reference=reference,
-                                           overwrite=may_overwrite))
-        return {**result.report.to_dict(), "kind": source.kind}
+    process = RepairRunner(tuple(prior_list), settings, per_slice, save_original, save_probabilities,
+                           on_step=None if workers > 1 else on_step)
 
     return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
-                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads)
+                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads,
+                       cluster=cluster)
 
 
 # ----------------------------------------------------------------------------------------------

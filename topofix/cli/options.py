@@ -308,3 +308,32 @@ Shard = Annotated[
         rich_help_panel=SCALE_PANEL,
     ),
 ]
+Cluster = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Run the scans as tasks on a Dask cluster: a scheduler address (tcp://scheduler:8786; workers "
+        "started by dask-jobqueue on SLURM/PBS, dask-kubernetes, or 'dask worker') or local:N (N worker "
+        "processes on this machine). The workers must see the inputs, the model and the output folder at the "
+        "same paths (a shared file system); this process keeps the journal and the reports. Needs "
+        "pip install 'topofix[distributed]'. Not with --workers or --shard.",
+        show_default=False,
+        rich_help_panel=SCALE_PANEL,
+    ),
+]
+
+
+def check_cluster(cluster: str | None, workers: int, shard: str | None) -> None:
+    """Usage errors of --cluster (one line), before anything is loaded."""
+    if cluster is None:
+        return
+    from topofix.errors import TopofixError
+
+    if workers > 1:
+        raise TopofixError("--workers and --cluster: choose one (--cluster local:N runs N worker processes)")
+    if shard is not None:
+        raise TopofixError("--shard and --cluster: choose one (a cluster takes the whole batch)")
+    from topofix.cluster import check_cluster_address
+
+    check_cluster_address(cluster)

@@ -78,6 +78,7 @@ def predict_command(
     threads: options.Threads = None,
     workers: options.Workers = 1,
     shard: options.Shard = None,
+    cluster: options.Cluster = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no model summary; errors and the summary line only.")] = False,
 ) -> None:
     """Segment images with your trained network (TorchScript or ONNX), writing label maps with the inputs' geometry.
@@ -87,6 +88,7 @@ def predict_command(
     # Usage checks first: nothing is loaded (torch included) for a typo.
     try:
         shard_part = None if shard is None else parse_shard(shard)
+        options.check_cluster(cluster, workers, shard)
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
@@ -109,7 +111,8 @@ def predict_command(
     try:
         report = predict_files(inputs, model, output, inference=inference, save_probabilities=save_probabilities,
                                resume=skip_existing, overwrite=overwrite, on_start=progress.start,
-                               on_case=progress.case, shard=shard_part, workers=workers, threads=threads)
+                               on_case=progress.case, shard=shard_part, workers=workers, threads=threads,
+            cluster=cluster)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))

@@ -74,6 +74,7 @@ def repair_command(
     threads: options.Threads = None,
     workers: options.Workers = 1,
     shard: options.Shard = None,
+    cluster: options.Cluster = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
 ) -> None:
     """Correct the topology of probability maps or label maps you already have (nnU-Net, MONAI, TotalSegmentator), without the network.
@@ -87,7 +88,8 @@ def repair_command(
 
     try:
         shard_part = None if shard is None else parse_shard(shard)
-    except ValueError as error:
+        options.check_cluster(cluster, workers, shard)
+    except (TopofixError, ValueError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
     json_file, csv_file, html_file = report_paths(output, json_path, csv_path, shard_part)
@@ -118,7 +120,8 @@ def repair_command(
                               per_slice=None if per_slice is None else per_slice.value,
                               save_original=save_original or html, save_probabilities=save_probabilities,
                               resume=skip_existing, overwrite=overwrite, on_start=progress.start,
-                              on_case=progress.case, on_step=progress.step, shard=shard_part, workers=workers, threads=threads)
+                              on_case=progress.case, on_step=progress.step, shard=shard_part, workers=workers, threads=threads,
+            cluster=cluster)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))
