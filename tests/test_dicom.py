@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 import topofix
-from topofix.dicom import dicom_scans, read_dicom_series
+from topofix.dicom import dicom_scans, keep_locale, read_dicom_series
 from topofix.errors import InputError
 from topofix.inputs import expand_inputs
 
@@ -51,7 +51,8 @@ def write_series(folder, volume: np.ndarray, *, orientation=AXIAL, spacing=(0.8,
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(os.path.join(folder, f"s{uid[-1]}_{k:03d}.dcm"))
-        writer.Execute(img)
+        with keep_locale():  # GDCM sets the C locale to "C": later text files would read as ASCII
+            writer.Execute(img)
         written.append(pos)
     return written
 
@@ -138,3 +139,13 @@ def test_bad_series_are_refused_in_one_line_and_the_batch_goes_on(tmp_path, prob
     with pytest.raises(InputError, match=message) as info:
         topofix.read_image(tmp_path / "bad")
     assert "\n" not in str(info.value) and str(tmp_path / "bad") in str(info.value)
+
+
+def test_reading_a_series_leaves_the_locale_as_it_was(tmp_path):
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
+    write_series(tmp_path / "case", volume())
+    topofix.read_image(tmp_path / "case")
+    dicom_scans(tmp_path)
+    assert locale.setlocale(locale.LC_ALL) == before

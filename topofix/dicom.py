@@ -17,7 +17,10 @@ spacing (more than 1% apart, or a missing slice), a single file where a series i
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +28,23 @@ import SimpleITK as sitk
 
 from topofix.errors import InputError
 
-__all__ = ["SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file", "read_dicom_series",
-           "series_output_name"]
+__all__ = ["SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file", "keep_locale",
+           "read_dicom_series", "series_output_name"]
 
 SERIES_SEPARATOR = "#"
 SPACING_TOLERANCE = 0.01
 """Relative difference allowed between consecutive slice distances."""
+
+
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process's C locale after GDCM, which sets it to "C" (found when a test's DICOM
+    writing turned Python's default text encoding into ASCII for every later ``open``)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
@@ -51,7 +65,8 @@ def _holds_dicom(folder: Path) -> bool:
 
 
 def _series_ids(folder: Path) -> list[str]:
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    with keep_locale():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 
 def dicom_scans(folder: str | os.PathLike[str]) -> list[str]:
@@ -96,6 +111,11 @@ def _tag(reader: sitk.ImageFileReader, key: str) -> str | None:
 
 def read_dicom_series(path: str | os.PathLike[str]):
     """The scan at a DICOM address as a :class:`topofix.io.Image` (array ``(z, y, x)``, geometry)."""
+    with keep_locale():
+        return _read_dicom_series(path)
+
+
+def _read_dicom_series(path: str | os.PathLike[str]):
     from topofix.io import Geometry, Image
 
     shown = os.fspath(path)
