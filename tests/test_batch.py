@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 import topofix
 from topofix.cli.app import app
+from topofix.io import verify_image_file
 from topofix.journal import FolderLock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ def test_full_disk_for_real(tmp_path):
         written = [disk / "tf" / n for n in visible(disk / "tf") if n != "topofix_journal.jsonl"]
         for path in written:  # whatever is under a final name reads back whole
             assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).size > 0
-            assert topofix.io.verify_image_file(path) is None
+            assert verify_image_file(path) is None
         done = {os.path.basename(e["case"]["path"]) for e in journal_events(disk / "tf") if e["event"] == "done"}
         for name in done:  # every case journaled as done has all its files
             stem = name.split(".")[0]
@@ -298,7 +299,7 @@ def test_sigterm_and_sigint_end_with_a_report_of_what_finished(tmp_path, sig, co
     finished = [c for c in data["cases"] if c["status"] == "done"]
     assert len(finished) >= 1 and len(data["cases"]) < 5
     for case in finished:  # what the report claims is on disk, whole
-        assert topofix.io.verify_image_file(out / case["key"]) is None
+        assert verify_image_file(out / case["key"]) is None
     assert not [n for n in os.listdir(out) if n.startswith(".topofix-tmp")]
 
 

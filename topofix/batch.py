@@ -351,6 +351,7 @@ def run_batch(
                                       f"use another output folder for {run.tool}")
         previous = journal.last_entries()
         journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
+        run_offset = journal.size()
         try:
             if client is not None:
                 from topofix.cluster import run_on_cluster
@@ -372,6 +373,7 @@ def run_batch(
                         on_case(record)
         except (Interrupted, KeyboardInterrupt) as stop:
             report.interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
+            _add_journaled(report, journal, run_offset)
         finally:
             if client is not None:
                 _close_cluster(client, local_cluster)
@@ -539,6 +541,17 @@ def _close_cluster(client: Any, local_cluster: Any) -> None:
             closable.close()
         except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C, or the scheduler already gone
             pass
+
+
+def _add_journaled(report: BatchReport, journal: Journal, offset: int) -> None:
+    """After an interrupt: the cases this run journaled whose record the interrupt kept from the
+    report (a signal between the journal line and the report's list), so the report lists every
+    finished case the journal holds."""
+    known = {c.key for c in report.cases}
+    for record in journal.records(since=offset):
+        if record.get("event") in ("done", "error") and record.get("key") not in known and record.get("case"):
+            report.cases.append(CaseRecord.from_dict(record["case"]))
+            known.add(record["key"])
 
 
 def _remove(paths: list[Path]) -> None:

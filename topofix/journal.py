@@ -155,11 +155,20 @@ class Journal:
         self.torn_lines = 0
 
     # -- reading -------------------------------------------------------------------------
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every well-formed record, in order (torn or foreign lines skipped and counted)."""
+    def size(self) -> int:
+        """Bytes in the journal now (a position to read from with ``records(since=...)``)."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def records(self, since: int = 0) -> Iterator[dict[str, Any]]:
+        """Every well-formed record, in order, from byte ``since`` on (torn or foreign lines skipped
+        and counted)."""
         self.torn_lines = 0
         try:
             with open(self.path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(since)
                 for line in handle:
                     line = line.strip()
                     if not line:
