@@ -195,7 +195,7 @@ def test_a_label_map_with_many_labels_works_on_the_priors_labels_only():
     labels[2:6, 50:60] = 3
     assert betti_2d(labels == 5) == (2, 0)
     result = topofix.repair(labels, "5=1,1")
-    assert result.probabilities.shape[0] == 2
+    assert result.probabilities.shape[0] == 2 and result.channel_labels == [None, 5]
     assert result.report.met_after and betti_2d(result.labels == 5) == (1, 1)
     assert (result.labels[54:57, 5:8] == 7).all() and (result.labels[50:60, 2:12] == 7).all()
     assert np.array_equal(result.labels == 3, labels == 3)

@@ -188,6 +188,9 @@ class CorrectionResult:
     original_labels: np.ndarray
     original_probabilities: np.ndarray
     report: CaseReport
+    channel_labels: list[int | None] | None = None
+    """The label of each probability channel when it is not the channel's index (``None`` for a
+    channel that stands for several labels); ``None``: channel ``k`` is label ``k``."""
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -249,14 +249,19 @@ class RepairRunner:
                                          "output folder")
         on_step = self.on_step
         step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
-        result = repair(source.probabilities, list(self.priors), labels=source.labels, settings=self.settings,
+        # a label map goes in as labels: repair then builds channels for the priors' labels only
+        data, given = (source.labels, None) if source.kind == "labels" else (source.probabilities, source.labels)
+        result = repair(data, list(self.priors), labels=given, settings=self.settings,
                         per_slice=self.per_slice, path=input_path, callback=step)
         written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
         if self.save_original:
             written.append(write_mask(plan.original, result.original_labels, reference=reference,
                                       overwrite=may_overwrite))
         if self.save_probabilities:
-            for label, channel in enumerate(result.probabilities):
+            names = result.channel_labels or list(range(result.probabilities.shape[0]))
+            for label, channel in zip(names, result.probabilities):
+                if label is None:  # a channel of several labels (a label map reduced to the priors')
+                    continue
                 written.append(write_image(plan.probability(label), channel, reference=reference,
                                            overwrite=may_overwrite))
         return {**result.report.to_dict(), "kind": source.kind}

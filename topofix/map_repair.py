@@ -205,7 +205,8 @@ def _repair_restricted(labels: np.ndarray, priors: Sequence[Prior], wanted: list
         out[lost] = labels[tuple(axis[lost] for axis in nearest)]
     for outcome, prior in zip(result.report.priors, priors):  # the report names the user's labels
         outcome.prior = prior.spec
-    return CorrectionResult(out, result.probabilities, labels.copy(), result.original_probabilities, result.report)
+    return CorrectionResult(out, result.probabilities, labels.copy(), result.original_probabilities, result.report,
+                            channel_labels=[None, *wanted])  # channel 0: every label of no prior
 
 
 def _fresh_adam(module, lr: float):

@@ -181,7 +181,8 @@ class MapInput:
     probabilities:
         float32 ``(C, *spatial)``, numpy order, channel ``k`` = label ``k``;
         softmax-like (channels sum to 1 within :data:`SUM_TOLERANCE`).  For a
-        label map, its :func:`pseudo_probabilities`.
+        label map, its :func:`pseudo_probabilities`, computed when first asked for
+        (``stored_probabilities`` is ``None`` until then).
     labels:
         The label map the input stands for, shape ``spatial``, integer: the
         nnU-Net segmentation, the argmax of the probabilities, the label map.
@@ -195,10 +196,20 @@ class MapInput:
 
     path: str
     kind: MapKind
-    probabilities: np.ndarray
+    stored_probabilities: np.ndarray | None
     labels: np.ndarray
     reference: Image
     output_name: str
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """The probabilities; a label map's pseudo-probabilities are computed on first use only
+        (``topofix repair`` gives a label map to :func:`topofix.repair`, which builds channels for
+        the priors' labels alone: a 117-label map would need one float per label and voxel)."""
+        if self.stored_probabilities is None:
+            object.__setattr__(self, "stored_probabilities", pseudo_probabilities(self.labels))
+        assert self.stored_probabilities is not None
+        return self.stored_probabilities
 
     @property
     def geometry(self) -> Geometry:
@@ -450,8 +461,7 @@ def _labels_input(shown: str, labels: np.ndarray, geometry: Geometry) -> MapInpu
         raise InputError(
             shown, f"negative label ({int(labels.min())}); label maps use 0 for background and 1, 2... for structures"
         )
-    probs = pseudo_probabilities(labels)
-    return MapInput(shown, "labels", probs, labels, Image(labels, geometry, shown), Path(shown).name)
+    return MapInput(shown, "labels", None, labels, Image(labels, geometry, shown), Path(shown).name)
 
 
 def _argmax_labels(probs: np.ndarray) -> np.ndarray:
