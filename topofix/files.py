@@ -1,4 +1,4 @@
-"""``predict`` and ``correct`` on files: the library API under the CLI commands.
+"""``predict``, ``correct`` and ``repair`` on files: the library API under the CLI commands.
 
 ::
 
@@ -7,10 +7,14 @@
                                    inference=topofix.Inference(per_slice="z"))
     report.exit_status, [c.status for c in report.cases]
 
-Both run on :func:`topofix.batch.run_batch` (journal, lock, resume, verified
+All three run on :func:`topofix.batch.run_batch` (journal, lock, resume, verified
 writes, one failing case never stops the batch) and return its typed
 :class:`topofix.batch.BatchReport`; :func:`write_reports` writes it as JSON and
-CSV. The CLI only parses options, shows progress and prints.
+CSV. The CLI only parses options, shows progress and prints. Scale options, the
+same for all three: ``shard=(K, N)`` (part K of N of the sorted inputs),
+``workers=N`` (N cases at once in forked processes), ``threads=`` (per process),
+``cluster="local:N" | "tcp://host:8786"`` (a Dask cluster; the model must be a
+file, inputs and outputs on a file system every worker sees).
 """
 
 from __future__ import annotations
