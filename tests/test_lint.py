@@ -1,6 +1,8 @@
-"""The lint gate: ruff's pyflakes rules (undefined names, unused imports...) on every Python file.
+"""The lint and type gates: ruff's pyflakes rules on every Python file, mypy on the typed modules.
 
-A test, so that the README's test command (and CI) runs it; the rules are in pyproject.toml.
+Tests, so that the README's test command (and CI) runs them; ruff's rules are in pyproject.toml.
+mypy checks the modules of :data:`TYPED` (the batch engine and what it stands on); a module joins
+the list once it passes, and never leaves it.
 """
 
 from __future__ import annotations
@@ -27,4 +29,22 @@ def test_ruff_finds_nothing():
         command = [ruff]
     done = subprocess.run([*command, "check", "--no-cache", "topofix", "tests", "bench", "scripts"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+TYPED = [
+    "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
+    "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
+    "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
+]
+
+
+def test_mypy_finds_nothing_in_the_typed_modules(tmp_path):
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        pytest.skip("mypy is not installed (pip install -e '.[test]' installs it)")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
+                           "--cache-dir", str(tmp_path / "mypy"), *TYPED], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -168,7 +168,7 @@ def _restrict_labels(labels: np.ndarray, priors: Sequence[Prior]) -> list[int] |
     """
     if any(p.labels is None for p in priors):
         return None
-    wanted = sorted({int(label) for p in priors for label in p.labels})
+    wanted = sorted({int(label) for p in priors for label in (p.labels or ())})
     present = {int(v) for v in np.unique(labels)}
     if not (present - set(wanted) - {0}):
         return None
@@ -191,7 +191,8 @@ def _repair_restricted(labels: np.ndarray, priors: Sequence[Prior], wanted: list
             lut[label] = i + 1
     reduced = lut[labels]
     index = {label: i + 1 for i, label in enumerate(wanted)}
-    reduced_priors = [dataclasses.replace(p, labels=tuple(index[int(label)] for label in p.labels)) for p in priors]
+    reduced_priors = [dataclasses.replace(p, labels=tuple(index[int(label)] for label in (p.labels or ())))
+                      for p in priors]
     result = repair(reduced.astype(np.uint8 if len(wanted) < 255 else np.uint16), reduced_priors,
                     settings=settings, per_slice=per_slice, n_labels=len(wanted) + 1, path=path, callback=callback)
     back = np.asarray(wanted, np.int64)

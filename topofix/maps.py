@@ -557,12 +557,12 @@ def pseudo_probabilities(
     for k, box in _label_boxes(lab, margins):
         sub = lab[box] == k
         if sub.all():  # the label fills the whole image: no boundary (scipy's EDT needs a zero)
-            logits[(k, *box)] = PSEUDO_REACH
+            logits[k][box] = PSEUDO_REACH
             continue
         d_in = ndimage.distance_transform_edt(sub, sampling=sampling)
         d_out = ndimage.distance_transform_edt(~sub, sampling=sampling)
         signed = np.where(sub, d_in - half, half - d_out)
-        logits[(k, *box)] = np.clip(signed, -reach, reach) / width
+        logits[k][box] = np.clip(signed, -reach, reach) / width
     np.exp(logits, out=logits)  # logits in [-8, 8]: no overflow, no max subtraction needed
     logits /= logits.sum(axis=0, keepdims=True)
     return logits

@@ -52,7 +52,7 @@ def set_threads(threads: int | None = None, *, workers: int = 1) -> int:
     try:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, int(getattr(numba.config, "NUMBA_NUM_THREADS", n))))
     except (ImportError, ValueError):
         pass
     return n
