@@ -453,13 +453,20 @@ def _finish(record: CaseRecord, journal: Journal, fp: str) -> CaseRecord:
     return record
 
 
+def _admit(item, plans, previous, journal: Journal, fp: str, resume: bool, overwrite: bool) -> CaseRecord | _Task:
+    """:func:`_prepare` a case and, when it is to run, journal its start (every way of running uses this)."""
+    prepared = _prepare(item, plans, previous, fp, resume, overwrite)
+    if isinstance(prepared, _Task):
+        journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
+    return prepared
+
+
 def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
               overwrite: bool) -> CaseRecord:
-    prepared = _prepare(item, plans, previous, fp, resume, overwrite)
-    if isinstance(prepared, CaseRecord):
-        return prepared
-    journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
-    return _finish(_execute(prepared, process), journal, fp)
+    admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
+    if isinstance(admitted, CaseRecord):
+        return admitted
+    return _finish(_execute(admitted, process), journal, fp)
 
 
 # -- workers: N cases at once in forked processes; the parent alone writes the journal ------------
@@ -500,14 +507,13 @@ def _run_parallel(items, plans, previous, journal: Journal, fp: str, process: Ca
                 index, item = queue.pop(0)
                 if on_start is not None:
                     on_start(item.path, index, len(items))
-                prepared = _prepare(item, plans, previous, fp, resume, overwrite)
-                if isinstance(prepared, CaseRecord):
-                    records[index] = prepared
+                admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
+                if isinstance(admitted, CaseRecord):
+                    records[index] = admitted
                     if on_case is not None:
-                        on_case(prepared)
+                        on_case(admitted)
                     continue
-                journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
-                pending[pool.submit(_worker_run, prepared)] = index
+                pending[pool.submit(_worker_run, admitted)] = index
             if not pending:
                 continue
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)

@@ -134,7 +134,7 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
     """
     from distributed import as_completed
 
-    from topofix.batch import CaseRecord, _finish, _prepare
+    from topofix.batch import CaseRecord, _admit, _finish
 
     records: dict[int, CaseRecord] = {}
     pending: dict[Any, int] = {}
@@ -154,15 +154,14 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
             index, item = queue.pop(0)
             if on_start is not None:
                 on_start(item.path, index, len(items))
-            prepared = _prepare(item, plans, previous, fp, resume, overwrite)
-            if isinstance(prepared, CaseRecord):
-                records[index] = prepared
+            admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
+            if isinstance(admitted, CaseRecord):
+                records[index] = admitted
                 if on_case is not None:
-                    on_case(prepared)
+                    on_case(admitted)
                 continue
-            journal.append({"event": "start", "key": prepared.plan.key, "fingerprint": fp, "path": item.path})
             # cleared to be written: a rerun after a killed attempt may replace that attempt's outputs
-            task = dataclasses.replace(prepared, may_overwrite=True)
+            task = dataclasses.replace(admitted, may_overwrite=True)
             future = client.submit(_run_case, task, process, threads, pure=False,
                                    key=f"topofix-case-{index}-{uuid.uuid4().hex}")
             pending[future] = index

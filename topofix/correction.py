@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from topofix.assessment import SLICE_AXES, Unit, UnitStatus, assess, evidence, take_slice
-from topofix.priors import Prior, build_priors
+from topofix.priors import Prior, target_priors
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 
 
@@ -284,11 +284,7 @@ def correct(
 
     settings = settings or CorrectionSettings()
     started = time.perf_counter()
-    if isinstance(priors, (str, Prior)):
-        priors = [priors]
-    prior_list = [p for p in build_priors(priors=priors) if p.betti is not None]
-    if not prior_list:
-        raise ValueError("correct needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    prior_list = target_priors(priors, "correct")
     array = image.array if hasattr(image, "array") else np.asarray(image)
     torch_device = resolve_device(device)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):

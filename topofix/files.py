@@ -331,15 +331,13 @@ def correct_files(
     Each case's ``result`` is its :class:`topofix.correction.CaseReport` as a dict.
     """
     from topofix.correction import CorrectionSettings
-    from topofix.priors import build_priors
+    from topofix.priors import target_priors
 
     settings = settings or CorrectionSettings()
     inference = inference or Inference()
     if inference.threshold != settings.threshold:
         settings = dataclasses.replace(settings, threshold=inference.threshold)
-    prior_list = [p for p in build_priors(priors=list(priors)) if p.betti is not None]
-    if not prior_list:
-        raise ValueError("correct needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    prior_list = target_priors(priors, "correct")
     module, path, model_warnings, dev = _load(model, inference.device)
     mpath, sha = model_identity(path)
     run = RunInfo("correct", mpath, sha, [p.spec for p in prior_list],
@@ -385,12 +383,10 @@ def repair_files(
     """
     from topofix.map_repair import MAP_SETTINGS
     from topofix.maps import expand_map_inputs, map_output_name
-    from topofix.priors import build_priors
+    from topofix.priors import target_priors
 
     settings = settings or MAP_SETTINGS
-    prior_list = [p for p in build_priors(priors=list(priors)) if p.betti is not None]
-    if not prior_list:
-        raise ValueError("repair needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    prior_list = target_priors(priors, "repair")
     run = RunInfo("repair", "", "", [p.spec for p in prior_list],
                   {**dataclasses.asdict(settings), "per_slice": per_slice, "save_original": save_original,
                    "save_probabilities": save_probabilities})

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from topofix.correction import CorrectionResult, CorrectionSettings, _Loop
-from topofix.priors import Prior, build_priors
+from topofix.priors import Prior, target_priors
 
 __all__ = ["MAP_SETTINGS", "repair"]
 
@@ -110,11 +110,7 @@ def repair(
 
     started = time.perf_counter()
     settings = settings or MAP_SETTINGS
-    if isinstance(priors, (str, Prior)):
-        priors = [priors]
-    prior_list = [p for p in build_priors(priors=priors) if p.betti is not None]
-    if not prior_list:
-        raise ValueError("repair needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    prior_list = target_priors(priors, "repair")
     arr = np.asarray(data)
     if labels is None and (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
         narrowed = _restrict_labels(arr, prior_list)

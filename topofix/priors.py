@@ -305,3 +305,14 @@ def build_priors(
     if duplicated:
         raise PriorError(f"more than one prior for {', '.join(duplicated)}")
     return result or [Prior()]
+
+
+def target_priors(priors: Prior | str | Iterable[Prior | str], who: str) -> list[Prior]:
+    """The priors with Betti numbers among ``priors`` (one spec, one :class:`Prior`, or several);
+    ``ValueError`` naming ``who`` (``"correct"``, ``"repair"``) when none has: nothing to aim at."""
+    if isinstance(priors, (str, Prior)):
+        priors = [priors]
+    found = [p for p in build_priors(priors=list(priors)) if p.betti is not None]
+    if not found:
+        raise ValueError(f"{who} needs at least one prior with Betti numbers (e.g. '2=1,1')")
+    return found

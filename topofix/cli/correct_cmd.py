@@ -11,11 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from topofix.cli import options
-from topofix.batch import check_report_path, parse_shard
-from topofix.cli.console import err, out, print_error, print_warning
-from topofix.cli.progress import BatchProgress, flat_case, print_threshold_warning
+from topofix.batch import parse_shard
+from topofix.cli.console import out, print_error, print_warning
+from topofix.cli.progress import BatchProgress, check_reports, flat_case, print_interrupted, write_run_reports, print_threshold_warning
 from topofix.correction import CorrectionSettings
-from topofix.errors import OutputError, TopofixError
+from topofix.errors import TopofixError
 from topofix.outputs import REPORT_CSV, REPORT_JSON, report_paths
 from topofix.threads import set_threads
 
@@ -162,19 +162,12 @@ def correct_command(
         threshold_value = options.parse_threshold(threshold)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
-        reports = [json_file, csv_file, *([html_file] if html else [])]
-        for report_path in reports:
-            check_report_path(report_path, overwrite)
-        if not (overwrite or skip_existing):
-            for report_path in reports:
-                if report_path.exists():
-                    raise OutputError(report_path, "already exists (use --overwrite to replace it, or "
-                                                   "--skip-existing to resume)")
+        check_reports([json_file, csv_file, *([html_file] if html else [])], overwrite, skip_existing)
     except (TopofixError, ValueError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
 
-    from topofix.files import Inference, correct_files, write_reports
+    from topofix.files import Inference, correct_files
     from topofix.models.contract import ModelContract
 
     settings = CorrectionSettings(
@@ -214,24 +207,11 @@ def correct_command(
         out.print(_summary_table(cases))
     out.print(_summary_line(report), markup=False)
     try:
-        write_reports(report, json_file, csv_file)
-        if not quiet:
-            err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: "
-                      f"{escape(report.journal)}")
-        if html:
-            from topofix.atomic import atomic_write_text
-            from topofix.report_html import render_html_report
-
-            page = render_html_report(report, masks_dir=output, report_dir=json_file.parent)
-            atomic_write_text(html_file, page.html, overwrite=True)
-            if not quiet:
-                err.print(f"HTML report: {escape(str(html_file))}")
+        write_run_reports(report, json_file, csv_file, html_file if html else None, output, quiet)
     except (TopofixError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
-    if report.interrupted:
-        err.print(f"interrupted by {report.interrupted}: {len(report.cases)} scan(s) finished and reported; "
-                  "rerun with --skip-existing to resume", highlight=False)
+    print_interrupted(report, "scan")
     raise typer.Exit(report.exit_status)
 
 

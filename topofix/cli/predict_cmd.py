@@ -15,7 +15,7 @@ from rich.markup import escape
 from topofix.cli import options
 from topofix.cli.console import err, out, print_error, print_warning
 from topofix.batch import parse_shard
-from topofix.cli.progress import BatchProgress, print_threshold_warning
+from topofix.cli.progress import BatchProgress, print_interrupted, print_threshold_warning
 from topofix.threads import set_threads
 from topofix.errors import TopofixError
 
@@ -137,9 +137,7 @@ def predict_command(
     if report.failed:
         summary += f"; {len(report.failed)} input(s) failed"
     out.print(summary + ".", soft_wrap=True, markup=False)
-    if report.interrupted:
-        err.print(f"interrupted by {report.interrupted}: {len(report.cases)} input(s) finished; rerun with "
-                  "--skip-existing to resume", highlight=False)
+    print_interrupted(report, "input", reported=False)
     raise typer.Exit(report.exit_status)
 
 

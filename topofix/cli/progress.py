@@ -9,7 +9,7 @@ from typing import Any
 from topofix.batch import CaseRecord, _flat_case
 from topofix.cli.console import print_error, print_warning
 
-__all__ = ["BatchProgress", "flat_case", "print_threshold_warning"]
+__all__ = ["BatchProgress", "check_reports", "flat_case", "print_interrupted", "print_threshold_warning", "write_run_reports"]
 
 
 def flat_case(record: CaseRecord) -> dict[str, Any]:
@@ -68,3 +68,47 @@ def print_threshold_warning(report: Any, given: bool) -> None:
             if message:
                 print_warning(message)
             return
+
+
+def check_reports(paths: list[Any], overwrite: bool, resume: bool) -> None:
+    """Up front, before any scan: every report path writable, and none replaced unless asked."""
+    from topofix.batch import check_report_path
+    from topofix.errors import OutputError
+
+    for path in paths:
+        check_report_path(path, overwrite)
+    if not (overwrite or resume):
+        for path in paths:
+            if path.exists():
+                raise OutputError(path, "already exists (use --overwrite to replace it, or --skip-existing to resume)")
+
+
+def write_run_reports(report: Any, json_file: Any, csv_file: Any, html_file: Any | None, masks_dir: Any,
+                      quiet: bool) -> None:
+    """JSON and CSV reports of a finished (or interrupted) run, and the HTML page from the typed report."""
+    from rich.markup import escape
+
+    from topofix.cli.console import err
+    from topofix.files import write_reports
+
+    write_reports(report, json_file, csv_file)
+    if not quiet:
+        err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: {escape(report.journal)}")
+    if html_file is not None:
+        from topofix.atomic import atomic_write_text
+        from topofix.report_html import render_html_report
+
+        page = render_html_report(report, masks_dir=masks_dir, report_dir=json_file.parent)
+        atomic_write_text(html_file, page.html, overwrite=True)
+        if not quiet:
+            err.print(f"HTML report: {escape(str(html_file))}")
+
+
+def print_interrupted(report: Any, what: str, reported: bool = True) -> None:
+    """The one line an interrupted run ends with (``reported``: its report was written, say so)."""
+    from topofix.cli.console import err
+
+    if report.interrupted:
+        done = "finished and reported" if reported else "finished (journaled)"
+        err.print(f"interrupted by {report.interrupted}: {len(report.cases)} {what}(s) {done}; "
+                  "rerun with --skip-existing to resume", highlight=False)

@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from topofix.batch import check_report_path, parse_shard
+from topofix.batch import parse_shard
 from topofix.cli import options
-from topofix.cli.console import err, out, print_error
+from topofix.cli.console import out, print_error
 from topofix.cli.correct_cmd import _summary_line, _summary_table
-from topofix.cli.progress import BatchProgress, flat_case
-from topofix.errors import OutputError, TopofixError
+from topofix.cli.progress import BatchProgress, check_reports, flat_case, print_interrupted, write_run_reports
+from topofix.errors import TopofixError
 from topofix.map_repair import MAP_SETTINGS
 from topofix.outputs import REPORT_CSV, REPORT_JSON, report_paths
 from topofix.threads import set_threads
@@ -97,19 +96,12 @@ def repair_command(
         priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
         if not priors:
             raise TopofixError("repair needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
-        reports = [json_file, csv_file, *([html_file] if html else [])]
-        for report_path in reports:
-            check_report_path(report_path, overwrite)
-        if not (overwrite or skip_existing):
-            for report_path in reports:
-                if report_path.exists():
-                    raise OutputError(report_path, "already exists (use --overwrite to replace it, or "
-                                                   "--skip-existing to resume)")
+        check_reports([json_file, csv_file, *([html_file] if html else [])], overwrite, skip_existing)
     except (TopofixError, ValueError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
 
-    from topofix.files import repair_files, write_reports
+    from topofix.files import repair_files
 
     settings = dataclasses.replace(MAP_SETTINGS, steps=steps, lr=lr, lam=lam, plateau=plateau or None,
                                    evidence_floor=evidence_floor, repair=repair, connectivity=connectivity.value)
@@ -132,23 +124,11 @@ def repair_command(
         out.print(_summary_table(cases, title="topofix repair"))
     out.print(_summary_line(report), markup=False)
     try:
-        write_reports(report, json_file, csv_file)
-        if not quiet:
-            err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: {escape(report.journal)}")
-        if html:
-            from topofix.atomic import atomic_write_text
-            from topofix.report_html import render_html_report
-
-            page = render_html_report(report, masks_dir=output, report_dir=json_file.parent)
-            atomic_write_text(html_file, page.html, overwrite=True)
-            if not quiet:
-                err.print(f"HTML report: {escape(str(html_file))}")
+        write_run_reports(report, json_file, csv_file, html_file if html else None, output, quiet)
     except (TopofixError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
-    if report.interrupted:
-        err.print(f"interrupted by {report.interrupted}: {len(report.cases)} input(s) finished and reported; "
-                  "rerun with --skip-existing to resume", highlight=False)
+    print_interrupted(report, "input")
     raise typer.Exit(report.exit_status)
 
 
