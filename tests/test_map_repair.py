@@ -127,7 +127,7 @@ def test_cli_repair_on_nnunet_outputs_keeps_the_segmentation_geometry(tmp_path):
     (tmp_path / "nnunet" / "case_003.npz").write_bytes(b"not a zip")  # one bad input: the batch goes on
     out = tmp_path / "fixed"
     result = CliRunner().invoke(app, ["repair", str(tmp_path / "nnunet"), "-o", str(out), "--per-slice", "z",
-                                      "-p", "1=1,1", "-q"])
+                                      "-p", "1=1,1", "-q", "--html"])
     assert result.exit_code == 2, result.output  # case_003 failed
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "case_003.npz" in errors[0]
@@ -142,6 +142,9 @@ def test_cli_repair_on_nnunet_outputs_keeps_the_segmentation_geometry(tmp_path):
     cases = {c["key"]: c for c in json.loads((out / "topofix_report.json").read_text())["cases"]}
     assert cases["case_001.nii.gz"]["kind"] == "nnunet" and cases["case_001.nii.gz"]["met_after"]
     assert cases["case_002.nii.gz"]["stop_reason"] == "already met"
+    page = (out / "topofix_report.html").read_text(encoding="utf-8")  # the HTML of a repair run, masks found
+    assert "case_001.npz" in page and "data:image/png" in page
+    assert "no mask found" not in page and "corrected mask not found" not in page and "not found (run" not in page
 
 
 def test_label_maps_gaps_are_bridged_inside_the_gap_and_nothing_is_invented():
