@@ -54,7 +54,7 @@ import time
 from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -448,7 +448,8 @@ class _Loop:
             if not bool(torch.isfinite(prob.detach()).all()):  # the network broke: keep what was eligible
                 stop_reason = "non-finite"
                 break
-            labels = labels0 if step == 0 else self.to_labels(prob.detach())
+            host = prob.detach().to("cpu")  # this step's one copy from the device (none on the CPU)
+            labels = labels0 if step == 0 else self.to_labels(host)
             units = units0 if step == 0 else self.assess(labels)
             for part in parts:
                 if part.done_step is None:
@@ -456,8 +457,7 @@ class _Loop:
             if all(p.done_step is not None for p in parts):
                 stop_reason = "met"
                 break
-            topo, similarity, part_values = self.objective(prob, s0, parts)
-            topo_value, sim_value = float(topo.detach()), float(similarity.detach())
+            topo, similarity, part_values, topo_value, sim_value = self.objective(prob, s0, parts, host)
             if not (math.isfinite(topo_value) and math.isfinite(sim_value)):
                 stop_reason = "non-finite"
                 break
@@ -530,19 +530,40 @@ class _Loop:
             parts.append(_Part(index, units, loss_priors, best_error=sum(units0[u].error for u in units)))
         return parts
 
-    def objective(self, prob, s0, parts):
-        """Topological term over the parts, similarity term, and each part's own (topo, sim)."""
+    def objective(self, prob, s0, parts, host=None) -> _Objective:
+        """Topological term over the parts, similarity term, and each part's own (topo, sim).
+
+        ``host``: ``prob`` already copied to the CPU this step (``None``: ``prob`` is on the
+        CPU). Every part's maps are read from it and their persistence runs as one batch
+        (:func:`topofix.losses.loss_terms`); the scalars the loop needs come back in one
+        transfer. On a GPU a step thus waits for the device twice (this copy and the
+        scalars), whatever the number of parts and priors.
+        """
+        import torch
+
+        from topofix.losses import loss_terms
+
         layout = _loss_input(prob, self.activation)
+        if host is None or host.device == prob.device:
+            host_layout = layout.detach()
+        else:
+            host_layout = _loss_input(host, self.activation).float()
+        with_priors = [p for p in parts if p.loss_priors]
+        computed = loss_terms([(self.loss_fn(p.loss_priors), self.plane(layout, p.index),
+                                self.plane(host_layout, p.index)) for p in with_priors])
+        by_part = {id(p): t.total for p, t in zip(with_priors, computed)}
         total = prob.new_zeros(())
-        values = {}
+        terms, diffs = [], []
         for part in parts:
-            term = self.loss_fn(part.loss_priors)(self.plane(layout, part.index)) if part.loss_priors \
-                else prob.new_zeros(())
+            term = by_part.get(id(part), prob.new_zeros(()))
             total = total + term
-            diff = self.plane(prob.detach(), part.index) - self.plane(s0, part.index)
-            values[id(part)] = (float(term.detach()), float(diff.square().mean()))
+            terms.append(term.detach())
+            diffs.append((self.plane(prob.detach(), part.index) - self.plane(s0, part.index)).square().mean())
         similarity = ((prob - s0) ** 2).mean()
-        return total, similarity, values
+        scalars = torch.stack([total.detach(), similarity.detach(), *terms, *diffs]).tolist()  # one transfer
+        n = len(parts)
+        values = {id(part): (scalars[2 + i], scalars[2 + n + i]) for i, part in enumerate(parts)}
+        return _Objective(total, similarity, values, scalars[0], scalars[1])
 
     def check_met(self, part: _Part, step: int, prob, labels, units) -> None:
         """A part is done once its mask met the prior at ``patience`` consecutive steps (or at the last)."""
@@ -596,9 +617,9 @@ class _Loop:
             labels, repair_changed, actions = self.repair(prob, labels, parts, units, absent)
             units = self.assess(labels)
         with torch.no_grad():
-            topo, similarity, _ = self.objective(prob, s0, parts)
+            final = self.objective(prob, s0, parts)
         report = self.report(labels0, units0, labels, units, absent, steps, stop_reason, chosen_step,
-                             (float(topo), float(similarity)), curve)
+                             (final.topo_value, final.similarity_value), curve)
         report.repaired = repair_changed > 0
         report.repair_changed = repair_changed
         report.repair_actions = actions
@@ -702,6 +723,16 @@ class _Loop:
                         "after": _bars(terms_after.priors[name]),
                     })
         return entries
+
+
+class _Objective(NamedTuple):
+    """One evaluation of the objective: the two terms (with gradients) and the scalars the loop logs."""
+
+    topo: Any
+    similarity: Any
+    per_part: dict[int, tuple[float, float]]  # id(part) -> (topological term, similarity of the part)
+    topo_value: float
+    similarity_value: float
 
 
 def _narrow(prior: Prior, betti: Sequence[int]) -> Prior:

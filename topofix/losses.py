@@ -580,18 +580,20 @@ class TopologicalLoss(TopologyObjective):
         return torch.sigmoid(torch.logit(prob.clamp(_EPS, 1 - _EPS)) / self.temperature)
 
     def _prepared(
-        self, prob: torch.Tensor
+        self, prob: torch.Tensor, roi: tuple[slice, ...] | None = None
     ) -> tuple[list[tuple[Prior, tuple[int, ...], torch.Tensor]], tuple[slice, ...]]:
         """Per prior: (prior, Betti numbers as used, its map cropped to the ROI); and the ROI.
 
         Shared by every loss of this module: label handling, temperature, ROI and
-        the ``essential="drop"`` adjustment of ``beta0``.
+        the ``essential="drop"`` adjustment of ``beta0``. ``roi``: the region of
+        interest when already known (computed on the host copy of a device tensor).
         """
         maps, foreground = self._maps(prob)
         if self.temperature != 1:
             maps, _ = self._maps(self._temper(prob))  # the ROI stays on the untempered foreground
         ndim = foreground.ndim
-        roi = roi_slices(foreground, self.roi_threshold, self.roi_margin)
+        if roi is None:
+            roi = roi_slices(foreground, self.roi_threshold, self.roi_margin)
         items = []
         for prior, full_map in zip(self.priors, maps):
             expected = prior.expected(ndim)
@@ -601,19 +603,42 @@ class TopologicalLoss(TopologyObjective):
             items.append((prior, expected, full_map[roi]))
         return items, roi
 
-    def terms(self, prob: torch.Tensor) -> LossTerms:
-        """The loss of every prior and dimension, with the bars used (for reports)."""
-        items, roi = self._prepared(prob)
+    def terms(self, prob: torch.Tensor, *, host: torch.Tensor | None = None) -> LossTerms:
+        """The loss of every prior and dimension, with the bars used (for reports).
+
+        ``host``: the same map already copied to the CPU (see :func:`loss_terms`).
+        """
+        return loss_terms([(self, prob, host)])[0]
+
+    def host_maps(self, prob: torch.Tensor, host: torch.Tensor | None = None) -> HostMaps:
+        """What persistence needs of ``prob``: each prior's ROI map as a CPU float32 array.
+
+        ``host`` is ``prob`` already on the CPU (a device tensor's copy): the ROI and
+        the maps are then taken from it, so a GPU tensor costs no further copy;
+        on the CPU the maps are views of ``prob`` itself.
+        """
+        if host is not None and host.device != prob.device:
+            host_items, roi = self._prepared(host)
+            items, _ = self._prepared(prob, roi)
+        else:
+            items, roi = self._prepared(prob)
+            host_items = items
+        values = [np.ascontiguousarray(m.detach().to("cpu", torch.float32).numpy()) for _, _, m in host_items]
+        return HostMaps(items, roi, values)
+
+    def terms_from(self, maps: HostMaps, diagrams: Sequence[Persistence]) -> LossTerms:
+        """The loss terms from :meth:`host_maps` and the persistence of each of its maps."""
         result: dict[str, PriorTerm] = {}
-        for prior, expected, roi_map in items:
-            bars, diagrams = differentiable_persistence(roi_map, self.connectivity, essential=self.essential)
+        for (prior, expected, roi_map), diagram in zip(maps.items, diagrams):
+            bars, diagram = differentiable_persistence(roi_map, self.connectivity, essential=self.essential,
+                                                       diagrams=diagram)
             losses = tuple(
                 betti_prior_loss(b, d, beta, self.form,  # type: ignore[arg-type]
                                  tolerance=self.tolerance, knee=self.knee)
                 for (b, d), beta in zip(bars, expected)
             )
-            result[prior.name] = PriorTerm(prior, expected, losses, bars, diagrams)
-        return LossTerms(result, roi)
+            result[prior.name] = PriorTerm(prior, expected, losses, bars, diagram)
+        return LossTerms(result, maps.roi)
 
 
 class DenseTopologicalLoss(TopologicalLoss):
@@ -718,19 +743,19 @@ class DenseTopologicalLoss(TopologicalLoss):
     def _extra_options(self) -> str:
         return super()._extra_options() + f", low={self.low}, high={self.high}, tie={self.tie}, side={self.side!r}"
 
-    def terms(self, prob: torch.Tensor) -> LossTerms:
-        """The loss of every prior and dimension, with the bars and critical sets (for reports)."""
+    def terms_from(self, maps: HostMaps, diagrams: Sequence[Persistence]) -> LossTerms:
+        """The loss terms, with the critical sets (for reports); bars ranked on the host copy."""
         from topofix.topology.critical_sets import bar_sizes, critical_sets
 
-        items, roi = self._prepared(prob)
         result: dict[str, PriorTerm] = {}
-        for prior, expected, roi_map in items:
-            bars, diagrams = differentiable_persistence(roi_map, self.connectivity, essential=self.essential)
+        for (prior, expected, roi_map), values, persistence in zip(maps.items, maps.values, diagrams):
+            bars, persistence = differentiable_persistence(roi_map, self.connectivity, essential=self.essential,
+                                                           diagrams=persistence)
             flat = roi_map.reshape(-1)
-            values = roi_map.detach().to("cpu", torch.float32).numpy()
+            host_flat = values.reshape(-1)
             births, deaths, kept, killed = [], [], [], []
             minimum = None
-            for dim, (diagram, (b, d), beta) in enumerate(zip(diagrams, bars, expected)):
+            for dim, (diagram, (b, d), beta) in enumerate(zip(persistence, bars, expected)):
                 # the cells of the bars exactly as differentiable_persistence gathered them
                 birth_cell, death_cell = diagram.birth_cell, diagram.death_cell
                 if self.essential == "drop":
@@ -738,26 +763,31 @@ class DenseTopologicalLoss(TopologicalLoss):
                     birth_cell, death_cell = birth_cell[finite], death_cell[finite]
                 elif (death_cell < 0).any():
                     if minimum is None:
-                        minimum = int(torch.argmin(flat.detach()))
+                        minimum = int(np.argmin(host_flat))
                     death_cell = np.where(death_cell >= 0, death_cell, minimum)
+                # ranked on the host values of the same cells (b and d hold them on the device):
+                # the choice of bars needs no copy back from a GPU
+                host_b = torch.from_numpy(host_flat[birth_cell])
+                host_d = torch.from_numpy(host_flat[death_cell])
                 sizes = None
                 if self.tie > 0 and 0 < beta < b.numel() and dim in (0, values.ndim - 1):
-                    length = (b - d).detach().abs().cpu().double().numpy()
+                    length = (host_b - host_d).abs().double().numpy()
                     near = length >= np.sort(length)[::-1][beta - 1] - self.tie  # the bars that can change side
                     if near.sum() > beta:
                         sizes = np.zeros(length.size)
                         sizes[near] = bar_sizes(values, dim, birth_cell[near], death_cell[near], self.connectivity,
                                                 low=self.low)
-                wanted, excess, _ = rank_bars(b, d, beta, tolerance=self.tolerance, sizes=sizes, tie=self.tie)
+                wanted, excess, _ = rank_bars(host_b, host_d, beta, tolerance=self.tolerance, sizes=sizes,
+                                              tie=self.tie)
                 births.append(birth_cell)
                 deaths.append(death_cell)
-                kept.append(wanted.cpu().numpy())
-                killed.append(excess.cpu().numpy())
+                kept.append(wanted.numpy())
+                killed.append(excess.numpy())
             sets = critical_sets(values, births, deaths, kept, killed, self.connectivity,
                                  low=self.low, high=self.high, side=self.side)
             losses = tuple(self._dimension_loss(flat, [s for s in sets if s.dim == k]) for k in range(len(bars)))
-            result[prior.name] = PriorTerm(prior, expected, losses, bars, diagrams, tuple(sets))
-        return LossTerms(result, roi)
+            result[prior.name] = PriorTerm(prior, expected, losses, bars, persistence, tuple(sets))
+        return LossTerms(result, maps.roi)
 
     @staticmethod
     def _dimension_loss(flat: torch.Tensor, sets: list) -> torch.Tensor:
@@ -772,6 +802,56 @@ class DenseTopologicalLoss(TopologicalLoss):
         p = flat[cells].clamp(_EPS, 1 - _EPS)
         bce = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
         return (weight * bce).sum()
+
+
+@dataclass
+class HostMaps:
+    """One image's maps for a :class:`TopologicalLoss`: per prior on the device and on the host.
+
+    ``items``: (prior, Betti numbers as used, the map cropped to the ROI, with
+    gradients); ``roi``: the region of interest; ``values``: the same crops as CPU
+    float32 arrays, what the persistence engine reads.
+    """
+
+    items: list[tuple[Prior, tuple[int, ...], torch.Tensor]]
+    roi: tuple[slice, ...]
+    values: list[np.ndarray]
+
+
+def loss_terms(
+    jobs: Sequence[tuple[TopologyObjective, torch.Tensor, torch.Tensor | None]], *, workers: int | None = None
+) -> list[LossTerms]:
+    """The :class:`LossTerms` of several images at once: ``jobs`` are ``(loss, map, host copy or None)``.
+
+    Why: a correction step evaluates one loss per broken slice of a stack. Done one
+    by one, each slice's map would travel from the GPU on its own and its
+    persistence would run alone on one core. Here the maps come from the host
+    copies the caller made once per step, and the persistence of all of them is
+    one :func:`~topofix.topology.persistence.persistence_batch` call (threads share
+    the slices; the kernels release the GIL). The result is the same as calling
+    ``loss.terms(map)`` for each job.
+    """
+    from topofix.topology.persistence import persistence_batch
+
+    prepared: list[HostMaps | None] = []
+    for loss, prob, host in jobs:
+        prepared.append(loss.host_maps(prob, host) if isinstance(loss, TopologicalLoss) else None)
+    diagrams: dict[tuple[int, int], Persistence] = {}
+    by_connectivity: dict[str, list[tuple[int, int]]] = {}
+    for i, maps in enumerate(prepared):
+        if maps is not None:
+            connectivity = jobs[i][0].connectivity  # type: ignore[union-attr]
+            by_connectivity.setdefault(connectivity, []).extend((i, k) for k in range(len(maps.values)))
+    for connectivity, keys in by_connectivity.items():
+        arrays = [prepared[i].values[k] for i, k in keys]  # type: ignore[union-attr]
+        diagrams.update(zip(keys, persistence_batch(arrays, connectivity, workers=workers)))
+    out = []
+    for i, ((loss, prob, _), maps) in enumerate(zip(jobs, prepared)):
+        if maps is None:  # another objective: its own terms
+            out.append(loss.terms(prob))
+        else:
+            out.append(loss.terms_from(maps, [diagrams[(i, k)] for k in range(len(maps.values))]))  # type: ignore[union-attr]
+    return out
 
 
 def make_topology_loss(name: str, priors: PriorsLike, **options) -> TopologyObjective:

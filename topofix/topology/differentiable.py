@@ -53,6 +53,7 @@ def differentiable_persistence(
     connectivity: str = DEFAULT_CONNECTIVITY,
     *,
     essential: Essential = "min",
+    diagrams: Persistence | None = None,
 ) -> tuple[list[Bars], Persistence]:
     """Bars of the super-level filtration of ``prob`` as differentiable tensors.
 
@@ -91,6 +92,11 @@ def differentiable_persistence(
         The :class:`~topofix.Persistence` computed by the engine (without
         gradients), with ``death = -inf`` for the essential bar whatever
         ``essential`` is, for reports.
+    diagrams:
+        The engine's persistence of ``prob``'s values, when the caller already has
+        it (see :func:`topofix.losses.loss_terms`: the maps of every part of a scan
+        copied to the host at once and their persistence computed as one batch, so
+        a GPU tensor is not copied back map by map). ``None`` (default): computed here.
 
     Notes
     -----
@@ -108,7 +114,8 @@ def differentiable_persistence(
 
     # The engine works on CPU float32; converting here (not in the engine) also covers
     # dtypes that numpy lacks, such as bfloat16 from mixed-precision training.
-    diagrams = persistence(prob.detach().to("cpu", torch.float32), connectivity)
+    if diagrams is None:
+        diagrams = persistence(prob.detach().to("cpu", torch.float32), connectivity)
     flat = prob.reshape(-1)
     device = prob.device
     bars: list[Bars] = []
