@@ -58,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from topofix.assessment import SLICE_AXES, Unit, UnitStatus, assess, evidence, take_slice
+from topofix.assessment import Unit, UnitStatus, assess, evidence
+from topofix.slicing import SLICE_AXES, take_slice
 from topofix.priors import Prior, target_priors
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 

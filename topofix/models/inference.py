@@ -8,7 +8,7 @@ the three ways a network meets an image:
 * **whole image**: padded to the model's multiple (:class:`ModelContract`
   ``pad_multiple``), one forward pass, cropped back exactly;
 * **per slice**: a 2D network on a 3D stack, the slices along ``per_slice``
-  (``x``, ``y`` or ``z``, named as in :data:`topofix.checking.SLICE_AXES`) taken
+  (``x``, ``y`` or ``z``, named as in :data:`topofix.slicing.SLICE_AXES`) taken
   as the batch axis, ``batch_size`` slices per forward pass, stacked back;
 * **sliding windows** (``patch_size``): windows of exactly the patch size,
   overlapping by ``overlap``, the last one flush with the border so that every
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from topofix.checking import SLICE_AXES
 from topofix.errors import TopofixError
+from topofix.slicing import SLICE_AXES
 from topofix.models.contract import (
     ContractError,
     ModelContract,
