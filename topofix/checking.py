@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from topofix._version import __version__
+from topofix.choices import EmptyPolicy
 from topofix.errors import InputFailure, TopofixError
 from topofix.priors import Prior, build_priors
 from topofix.slicing import SLICE_AXES, iter_slices
@@ -23,7 +24,6 @@ from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
 
 Status = Literal["pass", "fail", "empty", "measured"]
-EmptyPolicy = Literal["skip", "fail"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class CheckReport:
     priors: list[Prior] = field(default_factory=list)
     connectivity: str = DEFAULT_CONNECTIVITY
     per_slice: str | None = None
-    empty: EmptyPolicy = "skip"
+    empty: EmptyPolicy | str = "skip"
 
     @property
     def paths(self) -> list[str]:
@@ -128,7 +128,7 @@ def check_labels(
     path: str = "<array>",
     connectivity: str = DEFAULT_CONNECTIVITY,
     per_slice: str | None = None,
-    empty: EmptyPolicy = "skip",
+    empty: EmptyPolicy | str = "skip",
 ) -> list[CheckResult]:
     """Check one label map (already in memory) against ``priors``.
 
@@ -171,7 +171,7 @@ def check(
     label: str | int | None = None,
     connectivity: str = DEFAULT_CONNECTIVITY,
     per_slice: str | None = None,
-    empty: EmptyPolicy = "skip",
+    empty: EmptyPolicy | str = "skip",
     progress: bool = False,
 ) -> CheckReport:
     """Betti numbers of masks against topological priors.
@@ -215,11 +215,12 @@ def check(
     from topofix.inputs import InputItem, expand_inputs
     from topofix.io import read_mask
 
-    check_connectivity(connectivity)
+    connectivity = check_connectivity(connectivity)
     if per_slice is not None and per_slice not in SLICE_AXES:
         raise ValueError(f"per_slice must be one of x, y, z, got {per_slice!r}")
-    if empty not in ("skip", "fail"):
+    if empty not in EmptyPolicy.values():
         raise ValueError(f"empty must be 'skip' or 'fail', got {empty!r}")
+    per_slice, empty = None if per_slice is None else str(per_slice), str(empty)  # topofix.choices members -> values
     if isinstance(priors, (str, Prior)):
         priors = [priors]
     prior_list = build_priors(betti, label, priors or ())

@@ -16,7 +16,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-SLICE_AXES = {"x": 2, "y": 1, "z": 0}
+from topofix.choices import SliceAxis
+
+SLICE_AXES: dict[str, int] = {axis.value: axis.axis for axis in SliceAxis}
 """Slice axis names (image axes as in ITK-SNAP/SimpleITK) -> numpy axis of a (z, y, x) array."""
 
 

@@ -79,9 +79,10 @@ def evaluate(
     >>> r.betti_pred, r.betti_gt, r.betti_matching_errors
     ((1, 0), (1, 1), (0, 1))
     """
-    check_connectivity(connectivity)
+    connectivity = check_connectivity(connectivity)
     if per_slice is not None and per_slice not in SLICE_AXES:
         raise ValueError(f"per_slice must be one of x, y, z, got {per_slice!r}")
+    per_slice = None if per_slice is None else str(per_slice)  # a topofix.choices.SliceAxis member -> its value
     if isinstance(priors, (str, Prior)):
         priors = [priors]
     fixed = structure_priors(label, priors or ())

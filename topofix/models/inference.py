@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from topofix.choices import Device
 from topofix.errors import TopofixError
 from topofix.slicing import SLICE_AXES
 from topofix.models.contract import (
@@ -88,7 +89,7 @@ class InferenceError(TopofixError, RuntimeError):
 # --------------------------------------------------------------------------- #
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: Device | str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
 
     Asking for CUDA where there is none raises a one-line :class:`TopofixError`
