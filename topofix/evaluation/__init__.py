@@ -44,6 +44,14 @@ Every input is processed even when others fail: a missing ground truth, an
 unreadable file or a shape/geometry mismatch becomes an entry of
 :attr:`EvaluationReport.errors` (one line, naming the file and what differs),
 never an exception; :attr:`EvaluationReport.exit_code` is then 2.
+
+Layout (one concept per module; every name below is importable from here)
+    :mod:`~topofix.evaluation.results` per-case records (:class:`StructureResult`,
+    :class:`LabelMapResult`, :data:`EvaluationFailure`); :mod:`~topofix.evaluation.statistics`
+    summaries and the Wilcoxon test; :mod:`~topofix.evaluation.report` the
+    :class:`EvaluationReport` and its JSON; :mod:`~topofix.evaluation.arrays` metrics of
+    one label map in memory; :mod:`~topofix.evaluation.pairing` which files are compared
+    and whether their geometries agree; :mod:`~topofix.evaluation.driver` :func:`evaluate`.
 """
 
 from __future__ import annotations
