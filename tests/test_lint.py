@@ -36,6 +36,11 @@ TYPED = [
     "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
     "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
+    "topofix/__init__.py", "topofix/_lazy.py", "topofix/assessment.py", "topofix/checking.py", "topofix/choices.py",
+    "topofix/evaluation/__init__.py", "topofix/evaluation/arrays.py", "topofix/evaluation/driver.py",
+    "topofix/evaluation/pairing.py", "topofix/evaluation/report.py", "topofix/evaluation/results.py",
+    "topofix/evaluation/statistics.py", "topofix/metrics/overlap.py", "topofix/models/__init__.py",
+    "topofix/slicing.py", "topofix/topology/connectivity.py",
 ]
 
 

@@ -35,6 +35,7 @@ from topofix.metrics import (
     dice,
     hausdorff_distance,
     hd95,
+    mean_label_dice,
     surface_distances,
     surface_mask,
     variation_of_information,
@@ -63,6 +64,35 @@ def test_dice_matches_simpleitk(shape):
         f = sitk.LabelOverlapMeasuresImageFilter()
         f.Execute(sitk.GetImageFromArray(p.astype(np.uint8)), sitk.GetImageFromArray(g.astype(np.uint8)))
         assert dice(p, g) == pytest.approx(f.GetDiceCoefficient(), abs=1e-12)
+
+
+def test_mean_label_dice_matches_simpleitk_per_label():
+    """``correct``'s change measure: SimpleITK's per-label Dice, averaged over the labels in either map."""
+    rng = np.random.default_rng(5)
+    for shape in ((12, 13), (5, 6, 7)):
+        for _ in range(5):
+            a = rng.integers(0, 4, shape).astype(np.uint8)
+            b = np.where(rng.random(shape) < 0.3, rng.integers(0, 5, shape), a).astype(np.uint8)
+            f = sitk.LabelOverlapMeasuresImageFilter()
+            f.Execute(sitk.GetImageFromArray(a), sitk.GetImageFromArray(b))
+            labels = sorted((set(np.unique(a)) | set(np.unique(b))) - {0})
+            expected = np.mean([f.GetDiceCoefficient(int(label)) for label in labels])
+            assert mean_label_dice(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_mean_label_dice_hand_made_cases():
+    empty = np.zeros((3, 3), np.uint8)
+    assert mean_label_dice(empty, empty) == 1.0  # unchanged all-background map (dice() says NaN here)
+    a = empty.copy()
+    a[0, :2] = 1
+    a[2, 2] = 2
+    b = empty.copy()
+    b[0, :2] = 1
+    assert mean_label_dice(a, b) == 0.5  # label 1 kept (1.0), label 2 removed (0.0)
+    assert mean_label_dice(a, a) == 1.0
+    c = a.copy()
+    c[0, 1] = 3  # label 1 halves (2*1/3), label 2 kept, label 3 new (0)
+    assert mean_label_dice(a, c) == pytest.approx((2 / 3 + 1 + 0) / 3)
 
 
 def test_dice_empty_rules_and_labels():

@@ -16,10 +16,10 @@ Names are imported lazily (PEP 562) so that ``import topofix`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from topofix._version import __version__
+from topofix._lazy import lazy_exports
+from topofix._version import __version__ as __version__  # public, eager (in __all__ below)
 
 _EXPORTS: dict[str, str] = {
     "CheckReport": "topofix.checking",
@@ -86,98 +86,20 @@ _EXPORTS: dict[str, str] = {
     "BettiMatching": "topofix.metrics.topology",
 }
 
-__all__ = [
-    "__version__",
-    "BatchReport",
-    "CaseRecord",
-    "Inference",
-    "correct_files",
-    "predict_files",
-    "repair_files",
-    "repair_labels",
-    "write_reports",
-    "CONNECTIVITIES",
-    "CheckReport",
-    "CheckResult",
-    "CaseReport",
-    "CorrectionResult",
-    "CorrectionSettings",
-    "LoadedModel",
-    "ModelContract",
-    "DEFAULT_CONNECTIVITY",
-    "BettiMatching",
-    "Diagram",
-    "EvaluationReport",
-    "Geometry",
-    "HtmlReport",
-    "Image",
-    "InputError",
-    "LossTerms",
-    "OutputError",
-    "Persistence",
-    "Prediction",
-    "Prior",
-    "PriorError",
-    "PriorTerm",
-    "TopofixError",
-    "TopologicalLoss",
-    "TopologyObjective",
-    "DenseTopologicalLoss",
-    "LOSS_NAMES",
-    "RepairResult",
-    "betti_matching",
-    "betti_numbers",
-    "betti_prior_loss",
-    "build_priors",
-    "check",
-    "check_labels",
-    "correct",
-    "load_model",
-    "make_topology_loss",
-    "repair",
-    "differentiable_persistence",
-    "euler_characteristic",
-    "evaluate",
-    "parse_betti",
-    "parse_prior",
-    "persistence",
-    "persistence_batch",
-    "predict",
-    "read_image",
-    "read_mask",
-    "render_html_report",
-    "StructureResult",
-    "write_html_report",
-    "write_image",
-    "write_mask",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, eager=("__version__",))
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'topofix' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-if TYPE_CHECKING:  # for type checkers and IDEs
-    from topofix.batch import BatchReport, CaseRecord
-    from topofix.checking import CheckReport, CheckResult, check, check_labels
-    from topofix.files import Inference, correct_files, predict_files, repair_files, write_reports
-    from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct
-    from topofix.models.contract import ModelContract
-    from topofix.models.loading import LoadedModel, load_model
-    from topofix.errors import InputError, OutputError, PriorError, TopofixError
-    from topofix.evaluation import EvaluationReport, StructureResult, evaluate
-    from topofix.metrics.topology import BettiMatching, betti_matching
-    from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask
-    from topofix.losses import (
+if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_lazy_exports.py checks it matches _EXPORTS
+    from topofix.batch import BatchReport, CaseRecord  # noqa: F401
+    from topofix.checking import CheckReport, CheckResult, check, check_labels  # noqa: F401
+    from topofix.files import Inference, correct_files, predict_files, repair_files, write_reports  # noqa: F401
+    from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct  # noqa: F401
+    from topofix.models.contract import ModelContract  # noqa: F401
+    from topofix.models.loading import LoadedModel, load_model  # noqa: F401
+    from topofix.errors import InputError, OutputError, PriorError, TopofixError  # noqa: F401
+    from topofix.evaluation import EvaluationReport, StructureResult, evaluate  # noqa: F401
+    from topofix.metrics.topology import BettiMatching, betti_matching  # noqa: F401
+    from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask  # noqa: F401
+    from topofix.losses import (  # noqa: F401
         LOSS_NAMES,
         DenseTopologicalLoss,
         LossTerms,
@@ -187,12 +109,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         betti_prior_loss,
         make_topology_loss,
     )
-    from topofix.map_repair import repair
-    from topofix.repairing import RepairResult, repair_labels
-    from topofix.prediction import Prediction, predict
-    from topofix.priors import Prior, build_priors, parse_betti, parse_prior
-    from topofix.report_html import HtmlReport, render_html_report, write_html_report
-    from topofix.topology.betti import betti_numbers, euler_characteristic
-    from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch
-    from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY
-    from topofix.topology.differentiable import differentiable_persistence
+    from topofix.map_repair import repair  # noqa: F401
+    from topofix.repairing import RepairResult, repair_labels  # noqa: F401
+    from topofix.prediction import Prediction, predict  # noqa: F401
+    from topofix.priors import Prior, build_priors, parse_betti, parse_prior  # noqa: F401
+    from topofix.report_html import HtmlReport, render_html_report, write_html_report  # noqa: F401
+    from topofix.topology.betti import betti_numbers, euler_characteristic  # noqa: F401
+    from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch  # noqa: F401
+    from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY  # noqa: F401
+    from topofix.topology.differentiable import differentiable_persistence  # noqa: F401

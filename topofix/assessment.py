@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from topofix.checking import SLICE_AXES, check_labels
+from topofix.checking import check_labels
 from topofix.priors import Prior
+from topofix.slicing import SLICE_AXES, slice_planes, take_slice
 
 Unit = tuple[str, "int | None"]
 """``(prior name, slice index)``; the slice index is ``None`` for a whole scan."""
@@ -102,29 +103,6 @@ def structure_map(prob: np.ndarray, prior: Prior) -> np.ndarray:
     if not labels:
         return np.zeros(prob.shape[1:], prob.dtype)
     return prob[labels].sum(0)
-
-
-def slice_planes(shape_ndim: int, per_slice: str | None, n_slices: int | None) -> list[int | None]:
-    """Slice indices a unit can have: ``[None]`` for a whole scan, else ``0..n-1``."""
-    if per_slice is None or shape_ndim == 2:
-        return [None] if per_slice is None else [0]
-    assert n_slices is not None
-    return list(range(n_slices))
-
-
-def take_slice(array: np.ndarray, per_slice: str | None, index: int | None, channels: bool = False) -> np.ndarray:
-    """The plane ``index`` of ``array`` along ``per_slice`` (the whole array for ``None``).
-
-    A view, so that writing into it writes into ``array``.
-    """
-    if index is None or per_slice is None:
-        return array
-    spatial = array.ndim - (1 if channels else 0)
-    if spatial == 2:  # a 2D scan with --per-slice: its only slice
-        return array
-    where: list[slice | int] = [slice(None)] * array.ndim
-    where[SLICE_AXES[per_slice] + (1 if channels else 0)] = index
-    return array[tuple(where)]
 
 
 def evidence(

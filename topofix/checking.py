@@ -16,15 +16,14 @@ from typing import Any, Literal
 import numpy as np
 
 from topofix._version import __version__
-from topofix.errors import TopofixError
+from topofix.choices import EmptyPolicy
+from topofix.errors import InputFailure, TopofixError
 from topofix.priors import Prior, build_priors
+from topofix.slicing import SLICE_AXES, iter_slices
 from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
 
 Status = Literal["pass", "fail", "empty", "measured"]
-EmptyPolicy = Literal["skip", "fail"]
-SLICE_AXES = {"x": 2, "y": 1, "z": 0}
-"""Slice axis names (image axes as in ITK-SNAP/SimpleITK) -> numpy axis of a (z, y, x) array."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,8 @@ class CheckResult:
         }
 
 
-@dataclass(frozen=True)
-class CheckFailure:
-    """An input that could not be checked, with its one-line reason."""
-
-    path: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "error": self.message}
+CheckFailure = InputFailure
+"""An input that could not be checked (the same type as ``evaluate``'s failures)."""
 
 
 @dataclass
@@ -78,7 +70,7 @@ class CheckReport:
     priors: list[Prior] = field(default_factory=list)
     connectivity: str = DEFAULT_CONNECTIVITY
     per_slice: str | None = None
-    empty: EmptyPolicy = "skip"
+    empty: EmptyPolicy | str = "skip"
 
     @property
     def paths(self) -> list[str]:
@@ -129,18 +121,6 @@ class CheckReport:
         }
 
 
-def _slices(labels: np.ndarray, per_slice: str | None) -> Iterable[tuple[int | None, np.ndarray]]:
-    if per_slice is None:
-        yield None, labels
-        return
-    if labels.ndim == 2:  # a single slice: the rule for empty slices still applies
-        yield 0, labels
-        return
-    axis = SLICE_AXES[per_slice]
-    for index in range(labels.shape[axis]):
-        yield index, np.take(labels, index, axis=axis)
-
-
 def check_labels(
     labels: np.ndarray,
     priors: Sequence[Prior],
@@ -148,7 +128,7 @@ def check_labels(
     path: str = "<array>",
     connectivity: str = DEFAULT_CONNECTIVITY,
     per_slice: str | None = None,
-    empty: EmptyPolicy = "skip",
+    empty: EmptyPolicy | str = "skip",
 ) -> list[CheckResult]:
     """Check one label map (already in memory) against ``priors``.
 
@@ -163,7 +143,7 @@ def check_labels(
     structure is absent always fails a prior that does not allow it.
     """
     results = []
-    for index, plane in _slices(np.asarray(labels), per_slice):
+    for index, plane in iter_slices(np.asarray(labels), per_slice):
         for prior in priors:
             selected = prior.select(plane)
             present = bool(selected.any())
@@ -191,7 +171,7 @@ def check(
     label: str | int | None = None,
     connectivity: str = DEFAULT_CONNECTIVITY,
     per_slice: str | None = None,
-    empty: EmptyPolicy = "skip",
+    empty: EmptyPolicy | str = "skip",
     progress: bool = False,
 ) -> CheckReport:
     """Betti numbers of masks against topological priors.
@@ -235,11 +215,12 @@ def check(
     from topofix.inputs import InputItem, expand_inputs
     from topofix.io import read_mask
 
-    check_connectivity(connectivity)
+    connectivity = check_connectivity(connectivity)
     if per_slice is not None and per_slice not in SLICE_AXES:
         raise ValueError(f"per_slice must be one of x, y, z, got {per_slice!r}")
-    if empty not in ("skip", "fail"):
+    if empty not in EmptyPolicy.values():
         raise ValueError(f"empty must be 'skip' or 'fail', got {empty!r}")
+    per_slice, empty = None if per_slice is None else str(per_slice), str(empty)  # topofix.choices members -> values
     if isinstance(priors, (str, Prior)):
         priors = [priors]
     prior_list = build_priors(betti, label, priors or ())

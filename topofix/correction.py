@@ -58,7 +58,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from topofix.assessment import SLICE_AXES, Unit, UnitStatus, assess, evidence, take_slice
+from topofix.assessment import Unit, UnitStatus, assess, evidence
+from topofix.metrics.overlap import mean_label_dice
+from topofix.slicing import SLICE_AXES, take_slice
 from topofix.priors import Prior, target_priors
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 
@@ -191,20 +193,6 @@ class CorrectionResult:
     channel_labels: list[int | None] | None = None
     """The label of each probability channel when it is not the channel's index (``None`` for a
     channel that stands for several labels); ``None``: channel ``k`` is label ``k``."""
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Dice over the non-zero labels present in either mask (1.0 when both are empty)."""
-    labels = np.union1d(np.unique(a), np.unique(b))
-    labels = labels[labels != 0]
-    if labels.size == 0:
-        return 1.0
-    scores = []
-    for label in labels:
-        x, y = a == label, b == label
-        denom = x.sum() + y.sum()
-        scores.append(2.0 * np.logical_and(x, y).sum() / denom if denom else 1.0)
-    return float(np.mean(scores))
 
 
 PLATEAU_PROGRESS = 0.005
@@ -693,7 +681,7 @@ class _Loop:
             chosen_step=chosen_step,
             seconds=round(time.perf_counter() - self.started, 3),
             changed_fraction=float(np.mean(labels0 != labels1)),
-            dice_original_corrected=dice(labels0, labels1),
+            dice_original_corrected=mean_label_dice(labels0, labels1),
             topo_loss=topo,
             similarity_loss=sim,
             loss_curve=curve,

@@ -9,6 +9,7 @@ prints that line and moves on to the next input; nothing else is caught.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 
 class TopofixError(Exception):
@@ -38,3 +39,19 @@ class OutputError(TopofixError):
 
 class PriorError(TopofixError, ValueError):
     """A malformed prior specification (``--betti``, ``--prior``, ``--label``)."""
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """An input a batch command could not process (or not fully), with its one-line reason.
+
+    Not an exception: ``check`` and ``evaluate`` record one per bad input in their
+    report's ``errors`` and go on with the others (exit status 2). One type for both, so
+    that a pipeline reads ``{"path", "error"}`` the same way from either JSON report.
+    """
+
+    path: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "error": self.message}

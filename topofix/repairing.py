@@ -113,7 +113,7 @@ from typing import Any
 
 import numpy as np
 
-from topofix.checking import SLICE_AXES
+from topofix.slicing import SLICE_AXES
 from topofix.errors import PriorError
 from topofix.priors import Prior
 from topofix.topology.betti import betti_numbers
@@ -801,7 +801,7 @@ def repair_labels(
         away from its Betti numbers (or its target, if it has one) is undone.
     per_slice:
         ``"x"``, ``"y"`` or ``"z"``: repair each 2D slice of a 3D stack on its
-        own (axes as in :data:`topofix.checking.SLICE_AXES`); slices that meet
+        own (axes as in :data:`topofix.slicing.SLICE_AXES`); slices that meet
         every prior are not touched.
     empty:
         With ``per_slice``: ``"skip"`` (default, as ``topofix check``) leaves a

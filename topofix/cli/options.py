@@ -3,27 +3,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from topofix import choices
 
-class ConnectivityChoice(str, Enum):
-    full = "full"
-    face = "face"
-
-
-class SliceAxis(str, Enum):
-    x = "x"
-    y = "y"
-    z = "z"
-
-
-class EmptyChoice(str, Enum):
-    skip = "skip"
-    fail = "fail"
+# The option vocabularies live in topofix.choices (one str Enum per option, used by the library too);
+# the names here are the ones the commands use.
+ConnectivityChoice = choices.Connectivity
+SliceAxis = choices.SliceAxis
+EmptyChoice = choices.EmptyPolicy
+NormalizeChoice = choices.Normalize
+ActivationChoice = choices.Activation
+DeviceChoice = choices.Device
 
 
 PRIORS_PANEL = "Topological prior"
@@ -97,26 +91,6 @@ PerSlice = Annotated[
 # --------------------------------------------------------------------------- #
 # The user's network: shared by `predict` and `correct`
 # --------------------------------------------------------------------------- #
-
-
-class NormalizeChoice(str, Enum):
-    zscore = "zscore"
-    percentile = "percentile"
-    minmax = "minmax"
-    none = "none"
-
-
-class ActivationChoice(str, Enum):
-    auto = "auto"
-    sigmoid = "sigmoid"
-    softmax = "softmax"
-    none = "none"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 MODEL_PANEL = "Model"

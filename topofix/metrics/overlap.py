@@ -6,6 +6,12 @@ Dice
     ``2 |P & G| / (|P| + |G|)`` over voxels. Both masks empty: NaN (nothing to
     compare: left out of means). One empty and the other not: 0.
 
+Mean label Dice (:func:`mean_label_dice`)
+    How much ``topofix correct`` changed a label map (its ``dice_original_corrected``):
+    the mean of :func:`dice` over the non-zero labels present in either map.
+    Two all-background maps: 1.0 (they are identical; a change measure, unlike
+    Dice against a ground truth, has no case to leave out).
+
 Variation of information (Meila, J. Multivariate Anal. 2007)
     Between two label maps seen as partitions of the voxels:
     ``VI = H(P|G) + H(G|P) = H(P) + H(G) - 2 I(P; G)``, with the joint
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dice", "variation_of_information", "vi_terms"]
+__all__ = ["dice", "mean_label_dice", "variation_of_information", "vi_terms"]
 
 
 def _pair(pred: Any, gt: Any, *, binary: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +59,21 @@ def dice(pred: Any, gt: Any) -> float:
     if total == 0:
         return float("nan")
     return 2.0 * int(np.count_nonzero(p & g)) / total
+
+
+def mean_label_dice(a: Any, b: Any) -> float:
+    """Mean :func:`dice` over the non-zero labels present in either label map; 1.0 when both are all 0.
+
+    >>> import numpy as np
+    >>> mean_label_dice(np.array([1, 1, 2, 0]), np.array([1, 1, 0, 0]))  # label 1: 1.0, label 2: 0.0
+    0.5
+    """
+    x, y = _pair(a, b, binary=False)
+    labels = np.union1d(np.unique(x), np.unique(y))
+    labels = labels[labels != 0]
+    if labels.size == 0:
+        return 1.0
+    return float(np.mean([dice(x == label, y == label) for label in labels]))  # never NaN: each label is somewhere
 
 
 def _codes(labels: np.ndarray) -> tuple[np.ndarray, int]:

@@ -15,8 +15,9 @@ import torch or onnx until one of them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from topofix._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "LoadedModel": "topofix.models.loading",
@@ -31,34 +32,9 @@ _EXPORTS: dict[str, str] = {
     "onnx_to_torch": "topofix.models.onnx_import",
 }
 
-__all__ = [
-    "LoadedModel",
-    "ModelWarning",
-    "WeightsSnapshot",
-    "clone_module",
-    "fresh_optimizer",
-    "import_onnx2torch",
-    "load_model",
-    "make_trainable",
-    "onnx_to_torch",
-    "trace_info",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'topofix.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-if TYPE_CHECKING:  # for type checkers and IDEs
-    from topofix.models.loading import LoadedModel, ModelWarning, load_model, make_trainable, trace_info
-    from topofix.models.onnx_import import import_onnx2torch, onnx_to_torch
-    from topofix.models.weights import WeightsSnapshot, clone_module, fresh_optimizer
+if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_lazy_exports.py checks it matches _EXPORTS
+    from topofix.models.loading import LoadedModel, ModelWarning, load_model, make_trainable, trace_info  # noqa: F401
+    from topofix.models.onnx_import import import_onnx2torch, onnx_to_torch  # noqa: F401
+    from topofix.models.weights import WeightsSnapshot, clone_module, fresh_optimizer  # noqa: F401

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from topofix.choices import Activation, Normalize
+
 import numpy as np
 
 from topofix.errors import TopofixError
@@ -44,12 +46,10 @@ from topofix.errors import TopofixError
 if TYPE_CHECKING:  # torch is imported lazily: `import topofix` must stay light
     import torch
 
-Normalize = Literal["none", "zscore", "minmax", "percentile"]
-Activation = Literal["auto", "sigmoid", "softmax", "none"]
 PadMode = Literal["constant", "reflect"]
 
-NORMALIZATIONS: tuple[str, ...] = ("none", "zscore", "minmax", "percentile")
-ACTIVATIONS: tuple[str, ...] = ("auto", "sigmoid", "softmax", "none")
+NORMALIZATIONS: tuple[str, ...] = Normalize.values()
+ACTIVATIONS: tuple[str, ...] = Activation.values()
 PAD_MODES: tuple[str, ...] = ("constant", "reflect")
 PERCENTILES = (0.5, 99.5)
 """Clipping percentiles of ``normalize="percentile"`` (nnU-Net's CT scheme)."""
@@ -144,9 +144,9 @@ class ModelContract:
     """
 
     in_channels: int = 1
-    normalize: Normalize = "zscore"
+    normalize: Normalize | str = "zscore"
     pad_multiple: int | tuple[int, ...] | None = None
-    activation: Activation = "auto"
+    activation: Activation | str = "auto"
     spatial_dims: int | None = None
     pad_mode: PadMode = "constant"
 
@@ -159,6 +159,8 @@ class ModelContract:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {self.pad_mode!r}")
+        object.__setattr__(self, "normalize", str(self.normalize))  # a topofix.choices member -> its value
+        object.__setattr__(self, "activation", str(self.activation))
         object.__setattr__(self, "pad_multiple", _check_pad_multiple(self.pad_multiple))
         if self.spatial_dims not in (None, 2, 3):
             raise ValueError(f"spatial_dims must be 2, 3 or None, got {self.spatial_dims!r}")

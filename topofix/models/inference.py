@@ -8,7 +8,7 @@ the three ways a network meets an image:
 * **whole image**: padded to the model's multiple (:class:`ModelContract`
   ``pad_multiple``), one forward pass, cropped back exactly;
 * **per slice**: a 2D network on a 3D stack, the slices along ``per_slice``
-  (``x``, ``y`` or ``z``, named as in :data:`topofix.checking.SLICE_AXES`) taken
+  (``x``, ``y`` or ``z``, named as in :data:`topofix.slicing.SLICE_AXES`) taken
   as the batch axis, ``batch_size`` slices per forward pass, stacked back;
 * **sliding windows** (``patch_size``): windows of exactly the patch size,
   overlapping by ``overlap``, the last one flush with the border so that every
@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from topofix.checking import SLICE_AXES
+from topofix.choices import Device
 from topofix.errors import TopofixError
+from topofix.slicing import SLICE_AXES
 from topofix.models.contract import (
     ContractError,
     ModelContract,
@@ -88,7 +89,7 @@ class InferenceError(TopofixError, RuntimeError):
 # --------------------------------------------------------------------------- #
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: Device | str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
 
     Asking for CUDA where there is none raises a one-line :class:`TopofixError`

@@ -23,20 +23,19 @@ line would be both a wall and a door).
 
 from __future__ import annotations
 
-from typing import Literal
+from topofix.choices import Connectivity
 
-Connectivity = Literal["full", "face"]
-CONNECTIVITIES: tuple[str, ...] = ("full", "face")
-DEFAULT_CONNECTIVITY: Connectivity = "full"
+CONNECTIVITIES: tuple[str, ...] = Connectivity.values()
+DEFAULT_CONNECTIVITY: str = Connectivity.full.value
 
 
-def check_connectivity(connectivity: str) -> Connectivity:
-    """Return ``connectivity`` if it names a convention, else raise ``ValueError``."""
+def check_connectivity(connectivity: Connectivity | str) -> str:
+    """Return ``connectivity`` (as a plain string) if it names a convention, else raise ``ValueError``."""
     if connectivity not in CONNECTIVITIES:
         raise ValueError(
             f"unknown connectivity {connectivity!r}; expected one of {', '.join(CONNECTIVITIES)}"
         )
-    return connectivity  # type: ignore[return-value]
+    return str(connectivity)
 
 
 def neighbourhoods(connectivity: str, ndim: int) -> tuple[int, int]:
