@@ -36,6 +36,8 @@ TYPED = [
     "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
     "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
+    "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
+    "topofix/report/pictures.py", "topofix/report/volumes.py", "topofix/report_html.py",
 ]
 
 

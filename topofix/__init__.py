@@ -79,9 +79,9 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "topofix.evaluation",
     "EvaluationReport": "topofix.evaluation",
     "StructureResult": "topofix.evaluation",
-    "render_html_report": "topofix.report_html",
-    "write_html_report": "topofix.report_html",
-    "HtmlReport": "topofix.report_html",
+    "render_html_report": "topofix.report",
+    "write_html_report": "topofix.report",
+    "HtmlReport": "topofix.report",
     "betti_matching": "topofix.metrics.topology",
     "BettiMatching": "topofix.metrics.topology",
 }
@@ -191,7 +191,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from topofix.repairing import RepairResult, repair_labels
     from topofix.prediction import Prediction, predict
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior
-    from topofix.report_html import HtmlReport, render_html_report, write_html_report
+    from topofix.report import HtmlReport, render_html_report, write_html_report
     from topofix.topology.betti import betti_numbers, euler_characteristic
     from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY

@@ -16,7 +16,7 @@ import base64
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -108,7 +108,7 @@ class _JoinedLinesLoader(PackageLoader):
     space a line must end with is written ``{{ " " }}``.
     """
 
-    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Any]:
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool] | None]:
         source, filename, uptodate = super().get_source(environment, template)
         if template.endswith(".html.j2"):
             source = "".join(line.strip() for line in source.splitlines())
@@ -308,6 +308,16 @@ def _diagram_dims(entry: Mapping[str, Any], ndim: int) -> int:
     return min(max(dims, ndim), 3)
 
 
+def _prior_ndim(case: Mapping[str, Any]) -> int:
+    """3 when a prior lists three Betti numbers (a volume), else 2: the dimension when no mask is there."""
+    return 3 if any(len(p.get("expected") or []) == 3 for p in case.get("priors") or []) else 2
+
+
+def _no_diagrams_why(case: Mapping[str, Any]) -> str:
+    return ("the original mask already met the prior: no optimisation"
+            if case.get("stop_reason") == "already met" else "none in the report")
+
+
 class _Pages:
     """Builds the page's data case by case, counting pictures and gathering notes."""
 
@@ -373,8 +383,7 @@ class _Pages:
         reference = vol.reference
         if reference is not None and reference.ndim == 3:
             return self.stack_rows(case, vol, diagrams, view)
-        ndim = reference.ndim if reference is not None else (3 if any(
-            len(p.get("expected") or []) == 3 for p in case.get("priors") or []) else 2)
+        ndim = reference.ndim if reference is not None else _prior_ndim(case)
         if reference is not None:
             here = [d for d in diagrams if d.get("slice") is None]
             view.rows.append(Row("", [self.overlays(vol, None, 0)] + [self.diagram(d, ndim) for d in here]))
@@ -396,11 +405,9 @@ class _Pages:
     def case(self, i: int, case: Mapping[str, Any]) -> CaseView:
         path = str(case.get("path", ""))
         view = CaseView(i, os.path.basename(path) or f"scan {i}", path, case_outcome(case))
-        if view.outcome == "error":
-            view.message = str(case.get("error") or "unknown error")
-            return view
-        if view.outcome == "skipped":
-            view.message = str(case.get("stop_reason") or "output exists")
+        if view.outcome in ("error", "skipped"):  # a message, nothing to draw
+            view.message = str(case.get("error") or "unknown error") if view.outcome == "error" else str(
+                case.get("stop_reason") or "output exists")
             return view
         view.priors, view.facts = _prior_rows(case), _facts(case)
         view.actions = [str(a) for a in case.get("repair_actions") or []]
@@ -410,9 +417,7 @@ class _Pages:
         diagrams = [d for d in case.get("diagrams") or [] if isinstance(d, dict)]
         drawn = self.picture_rows(case, vol, diagrams, view)
         view.hidden_diagrams = len(diagrams) - len(drawn)
-        if not diagrams:
-            view.no_diagrams_why = ("the original mask already met the prior: no optimisation"
-                                    if case.get("stop_reason") == "already met" else "none in the report")
+        view.no_diagrams_why = "" if diagrams else _no_diagrams_why(case)
         view.loss = self.loss(case)
         view.compact = len(view.rows) == 1 and not diagrams and view.loss is None  # untouched: facts beside it
         return view

@@ -45,6 +45,8 @@ REMOVED = (255, 0, 200)
 """Colour of voxels the correction set to background."""
 _DIM_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")
 _DIM_MARKERS = ("o", "^", "s")
+_NO_METADATA: dict[str, Any] = {"Software": None}
+"""PNG metadata: None drops matplotlib's default ``Software`` entry (smaller files, no URL inside)."""
 
 
 def matplotlib_parts() -> tuple[Any, Any]:
@@ -62,7 +64,7 @@ def rgb_png(rgb: np.ndarray) -> bytes:
     import matplotlib.image
 
     buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, np.ascontiguousarray(rgb), format="png", metadata={"Software": None})
+    matplotlib.image.imsave(buffer, np.ascontiguousarray(rgb), format="png", metadata=_NO_METADATA)
     return buffer.getvalue()
 
 
@@ -70,7 +72,7 @@ def _figure_png(fig: Any) -> bytes:
     _, FigureCanvasAgg = matplotlib_parts()
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, metadata=_NO_METADATA)
     return buffer.getvalue()
 
 
@@ -304,18 +306,22 @@ def slice_axis(settings: Mapping[str, Any]) -> int:
     return SLICE_AXES.get(str(settings.get("per_slice") or "z"), 0)
 
 
+def _failing_slices(case: Mapping[str, Any], n: int) -> list[int]:
+    """Slices (of ``n``) any prior found wrong before or after, in order."""
+    recorded = [i for p in case.get("priors") or []
+                for when in ("before", "after") for i in p.get(f"failing_slices_{when}") or []]
+    return sorted({int(i) for i in recorded if isinstance(i, int) and 0 <= i < n})
+
+
 def chosen_slices(case: Mapping[str, Any], vol: Volumes, axis: int) -> tuple[list[int], str, int]:
     """Slices to draw for a 3D case, why, and how many candidates there were.
 
     The slices whose topology was wrong before or after, else the one the correction
     changed most, else the middle one; at most :data:`MAX_SLICES`, evenly spread.
     """
-    reference = vol.after if vol.after is not None else vol.before
+    reference = vol.reference
     assert reference is not None
-    n = reference.shape[axis]
-    failing = sorted({int(i) for p in case.get("priors") or []
-                      for i in list(p.get("failing_slices_before") or []) + list(p.get("failing_slices_after") or [])
-                      if isinstance(i, int) and 0 <= i < n})
+    failing = _failing_slices(case, reference.shape[axis])
     if failing:
         why = "slices whose topology was wrong before or after"
         candidates = failing
@@ -325,7 +331,7 @@ def chosen_slices(case: Mapping[str, Any], vol: Volumes, axis: int) -> tuple[lis
         candidates = [int(np.argmax(changed))]
         why = "the slice the correction changed most"
     else:
-        candidates = [n // 2]
+        candidates = [reference.shape[axis] // 2]
         why = "the middle slice"
     if len(candidates) <= MAX_SLICES:
         return candidates, why, len(candidates)
