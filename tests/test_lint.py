@@ -37,7 +37,8 @@ TYPED = [
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
     "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
     "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
-    "topofix/report/pictures.py", "topofix/report/volumes.py", "topofix/report_html.py",
+    "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py",
+    "topofix/report_html.py",
 ]
 
 

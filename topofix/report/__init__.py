@@ -32,6 +32,7 @@ sorts the table on load, and ``window.topofixSort(key, descending)`` sorts it.
 Modules, one job each: :mod:`~topofix.report.loading` (the JSON report, outcomes),
 :mod:`~topofix.report.volumes` (the scan and masks of a case),
 :mod:`~topofix.report.pictures` (PNG pictures, slice choice),
+:mod:`~topofix.report.views` (the plain data the templates are given),
 :mod:`~topofix.report.html` (the page, from the Jinja2 templates in ``templates/``).
 """
 
