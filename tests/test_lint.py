@@ -41,6 +41,9 @@ TYPED = [
     "topofix/evaluation/pairing.py", "topofix/evaluation/report.py", "topofix/evaluation/results.py",
     "topofix/evaluation/statistics.py", "topofix/metrics/overlap.py", "topofix/models/__init__.py",
     "topofix/slicing.py", "topofix/topology/connectivity.py",
+    "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
+    "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py",
+    "topofix/report_html.py",
 ]
 
 

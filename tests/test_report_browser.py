@@ -25,7 +25,7 @@ matplotlib_image = pytest.importorskip("matplotlib.image")
 
 from test_report_html import make_report
 
-from topofix.report_html import write_html_report
+from topofix.report import write_html_report
 
 
 def chromium(tmp_path: Path, *args: str, timeout: float = 120.0) -> str:

@@ -24,7 +24,7 @@ matplotlib_image = pytest.importorskip("matplotlib.image")
 
 from topofix.cli.app import app
 from topofix.io import write_image, write_mask
-from topofix.report_html import (
+from topofix.report import (
     SORT_KEYS,
     case_outcome,
     load_report,
@@ -215,6 +215,42 @@ def test_self_contained_every_image_is_a_png(built):
         pixels = matplotlib_image.imread(io.BytesIO(data), format="png")
         assert pixels.shape[0] > 4 and pixels.shape[1] > 4
     assert len(text) < 600_000  # 7 small scans: a few hundred kB at most
+
+
+def test_page_keeps_no_template_layout(built):
+    """The templates' line breaks and indentation stay out of the page: outside the inline CSS and
+    script, the only line breaks are the three the page always had (after the doctype, the head
+    and the closing tag), and no element is followed by indentation."""
+    _, result = built
+    outside = re.sub(r"<(style|script)>.*?</\1>", "", result.html, flags=re.DOTALL)
+    assert outside.count("\n") == 3
+    assert outside.endswith("</html>\n")
+    assert re.findall(r">\s{2,}<", outside) == []
+
+
+def test_templates_ship_as_package_data():
+    """A regular (non-editable) install copies only what pyproject's package-data names: every
+    template, stylesheet and script of topofix/report/templates must match a pattern there."""
+    tomllib = pytest.importorskip("tomllib")
+    import fnmatch
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["topofix.report"]
+    folder = REPO / "topofix" / "report"
+    files = [p.relative_to(folder).as_posix() for p in (folder / "templates").iterdir() if p.is_file()]
+    assert {"templates/report.html.j2", "templates/report.css", "templates/report.js"} <= set(files)
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)]
+    assert unshipped == []
+
+
+def test_old_module_name_still_imports():
+    import topofix
+    import topofix.report
+    import topofix.report_html
+
+    for name in ("render_html_report", "write_html_report", "HtmlReport", "load_report", "case_outcome", "SORT_KEYS"):
+        assert getattr(topofix.report_html, name) is getattr(topofix.report, name)
+    assert topofix.render_html_report is topofix.report.render_html_report
 
 
 def test_summary_numbers_match_the_json(built):

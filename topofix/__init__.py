@@ -79,9 +79,9 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "topofix.evaluation",
     "EvaluationReport": "topofix.evaluation",
     "StructureResult": "topofix.evaluation",
-    "render_html_report": "topofix.report_html",
-    "write_html_report": "topofix.report_html",
-    "HtmlReport": "topofix.report_html",
+    "render_html_report": "topofix.report",
+    "write_html_report": "topofix.report",
+    "HtmlReport": "topofix.report",
     "betti_matching": "topofix.metrics.topology",
     "BettiMatching": "topofix.metrics.topology",
 }
@@ -113,7 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_lazy_exports.py chec
     from topofix.repairing import RepairResult, repair_labels  # noqa: F401
     from topofix.prediction import Prediction, predict  # noqa: F401
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior  # noqa: F401
-    from topofix.report_html import HtmlReport, render_html_report, write_html_report  # noqa: F401
+    from topofix.report import HtmlReport, render_html_report, write_html_report  # noqa: F401
     from topofix.topology.betti import betti_numbers, euler_characteristic  # noqa: F401
     from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch  # noqa: F401
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY  # noqa: F401

@@ -96,7 +96,7 @@ def write_run_reports(report: Any, json_file: Any, csv_file: Any, html_file: Any
         err.print(f"reports: {escape(str(json_file))}, {escape(str(csv_file))}; journal: {escape(report.journal)}")
     if html_file is not None:
         from topofix.atomic import atomic_write_text
-        from topofix.report_html import render_html_report
+        from topofix.report import render_html_report
 
         page = render_html_report(report, masks_dir=masks_dir, report_dir=json_file.parent)
         atomic_write_text(html_file, page.html, overwrite=True)

@@ -41,7 +41,7 @@ def report_command(
 
     Summary, sortable table of the scans, and per scan the mask before/after on the image, the persistence diagrams and the loss curve. Works offline: pictures are embedded PNGs, no external scripts, fonts or styles.
     """
-    from topofix.report_html import write_html_report
+    from topofix.report import write_html_report
 
     try:
         if merge:
