@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from topofix._version import __version__
-from topofix.errors import TopofixError
+from topofix.errors import TopofixError, with_path
 from topofix.priors import Prior, build_priors
 from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
@@ -274,8 +274,5 @@ def check(
                 )
             )
         except TopofixError as err:
-            message = str(err)
-            if not message.startswith(item.path):
-                message = f"{item.path}: {message}"
-            report.errors.append(CheckFailure(item.path, message))
+            report.errors.append(CheckFailure(item.path, with_path(str(err), item.path)))
     return report
