@@ -36,6 +36,9 @@ TYPED = [
     "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
     "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
+    "topofix/io/__init__.py", "topofix/io/checked.py", "topofix/io/formats.py", "topofix/io/geometry.py",
+    "topofix/io/labels.py", "topofix/io/metaimage.py", "topofix/io/nifti.py", "topofix/io/nrrd.py",
+    "topofix/io/png.py", "topofix/io/read.py", "topofix/io/sitk_errors.py", "topofix/io/write.py",
 ]
 
 

@@ -9,7 +9,7 @@ integer-valued finite floats become integers, anything else is refused.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from topofix.io.png import COLOUR_TYPES
 __all__ = ["LABEL_DTYPES", "as_labels", "collapse_channels", "smallest_label_dtype"]
 
 # Label dtypes tried in order by write_mask / read_mask (first that fits wins).
-LABEL_DTYPES = tuple(
+LABEL_DTYPES: tuple[np.dtype[np.integer[Any]], ...] = tuple(
     np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.uint64)
 )
 
