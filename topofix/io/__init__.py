@@ -48,12 +48,10 @@ direction ~1 ulp; NIfTI spacing, origin and direction in float32; PNG only 2D
 
 from __future__ import annotations
 
-from topofix.io.checked import Checked, PathLike
-from topofix.io.formats import IMAGE_IO, SUPPORTED_EXTENSIONS, image_extension, is_supported_image
-from topofix.io.geometry import Geometry, Image, geometry_of
-from topofix.io.labels import as_labels
-from topofix.io.read import has_nonfinite, open_checked, read_image, read_mask
-from topofix.io.sitk_errors import read_failure, short_reason
+from topofix.io.checked import PathLike
+from topofix.io.formats import SUPPORTED_EXTENSIONS, image_extension, is_supported_image
+from topofix.io.geometry import Geometry, Image
+from topofix.io.read import read_image, read_mask
 from topofix.io.write import verify_image_file, write_image, write_mask
 
 __all__ = [
@@ -70,13 +68,3 @@ __all__ = [
     "write_mask",
 ]
 
-# The names topofix.maps used before the split (it reads probability maps with io's checks);
-# their homes are the modules above.
-_Checked = Checked
-_IMAGE_IO = IMAGE_IO
-_as_labels = as_labels
-_geometry_of = geometry_of
-_has_nonfinite = has_nonfinite
-_open_checked = open_checked
-_read_failure = read_failure
-_short_reason = short_reason
