@@ -42,6 +42,7 @@ def _dims(ndims: Sequence[int]) -> str:
 def _resolve_geometry(
     shown: str, array: np.ndarray, geometry: Geometry | None, reference: Image | None
 ) -> Geometry:
+    """The geometry to write (``reference``'s, else ``geometry``, else identity), refused if unusable."""
     if reference is not None:
         geometry = reference.geometry
     if geometry is None:
