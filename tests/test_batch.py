@@ -92,7 +92,7 @@ def _short_writes(monkeypatch, predicate):
             with open(path, "r+b") as handle:
                 handle.truncate(size // 2)
 
-    monkeypatch.setattr("topofix.io.sitk.WriteImage", short)
+    monkeypatch.setattr("topofix.io.write.sitk.WriteImage", short)
 
 
 def test_a_short_write_fails_the_case_and_leaves_nothing_under_a_final_name(tmp_path, monkeypatch):

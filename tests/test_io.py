@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from badfiles import png_bytes as _png_bytes, png_chunk as _png_chunk
-from topofix import io as tio
+from topofix.io import write as tio_write
 from topofix.errors import InputError, OutputError
 from topofix.io import (
     SUPPORTED_EXTENSIONS,
@@ -783,7 +783,7 @@ def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("Exception thrown in SimpleITK WriteImage: x.cxx:1:\nITK ERROR: NiftiImageIO(0x1): disk on fire\n")
 
-    monkeypatch.setattr(tio.sitk, "WriteImage", boom)
+    monkeypatch.setattr(tio_write.sitk, "WriteImage", boom)
     path = tmp_path / "out" / "m.nii.gz"
     with pytest.raises(OutputError) as ei:
         write_mask(path, _labels((3, 4)))
@@ -801,7 +801,7 @@ def test_failure_while_moving_leaves_no_partial_mhd(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(tio.os, "replace", flaky_replace)
+    monkeypatch.setattr(tio_write.os, "replace", flaky_replace)
     path = tmp_path / "m.mhd"
     with pytest.raises(OutputError) as ei:
         write_image(path, _labels((3, 4, 5)))
@@ -814,7 +814,7 @@ def test_interrupt_leaves_no_temp_dir(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tio.sitk, "WriteImage", interrupted)
+    monkeypatch.setattr(tio_write.sitk, "WriteImage", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "m.mha", _labels((3, 4)))
     assert list(tmp_path.iterdir()) == []

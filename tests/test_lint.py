@@ -44,6 +44,9 @@ TYPED = [
     "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
     "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py",
     "topofix/report_html.py",
+    "topofix/io/__init__.py", "topofix/io/checked.py", "topofix/io/formats.py", "topofix/io/geometry.py",
+    "topofix/io/labels.py", "topofix/io/metaimage.py", "topofix/io/nifti.py", "topofix/io/nrrd.py",
+    "topofix/io/png.py", "topofix/io/read.py", "topofix/io/sitk_errors.py", "topofix/io/write.py",
 ]
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from topofix._version import __version__
-from topofix.errors import OutputError, TopofixError
+from topofix.errors import OutputError, TopofixError, exception_line, with_path
 from topofix.journal import FolderLock, Journal, file_sha256, fingerprint, remove_stale_temporaries
 from topofix.outputs import CaseOutputs, plan_outputs, shard_suffix
 
@@ -430,16 +430,14 @@ def _execute(task: _Task, process: CaseFunction) -> CaseRecord:
         return CaseRecord(item.path, plan.key, "done", [str(p) for p in written],
                           round(time.perf_counter() - started, 3), None, result)
     except TopofixError as error:
-        message = str(error)
-        if item.path not in message and not isinstance(error, OutputError):
-            message = f"{item.path}: {message}"
+        message = str(error) if isinstance(error, OutputError) else with_path(str(error), item.path, anywhere=True)
         return CaseRecord(item.path, plan.key, "error", seconds=round(time.perf_counter() - started, 3),
                           error=message)
     except MemoryError:
         return CaseRecord(item.path, plan.key, "error", error=f"{item.path}: out of memory")
     except Exception as exc:  # a bug or the user's model: one line for the user, the trace in the journal
         return CaseRecord(item.path, plan.key, "error",
-                          error=f"{item.path}: internal error ({type(exc).__name__}: {_first_line(exc)})",
+                          error=f"{item.path}: internal error ({type(exc).__name__}: {_internal_reason(exc)})",
                           result={"traceback": traceback.format_exc(limit=20)})
 
 
@@ -627,10 +625,9 @@ def report_from_journals(folder: str | os.PathLike[str]) -> BatchReport:
     return report
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else ""
-    return text[:200]
+def _internal_reason(exc: BaseException) -> str:
+    """The last line of an unexpected exception (Python puts the message there), cut at 200 characters."""
+    return exception_line(exc, limit=200, mark=False, fallback=False)
 
 
 def _same_file(a: Path, b: str) -> bool:

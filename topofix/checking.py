@@ -17,7 +17,7 @@ import numpy as np
 
 from topofix._version import __version__
 from topofix.choices import EmptyPolicy
-from topofix.errors import InputFailure, TopofixError
+from topofix.errors import InputFailure, TopofixError, with_path
 from topofix.priors import Prior, build_priors
 from topofix.slicing import SLICE_AXES, iter_slices
 from topofix.topology.betti import betti_numbers
@@ -255,8 +255,5 @@ def check(
                 )
             )
         except TopofixError as err:
-            message = str(err)
-            if not message.startswith(item.path):
-                message = f"{item.path}: {message}"
-            report.errors.append(CheckFailure(item.path, message))
+            report.errors.append(CheckFailure(item.path, with_path(str(err), item.path)))
     return report

@@ -28,7 +28,7 @@ import logging
 import uuid
 from typing import Any
 
-from topofix.errors import TopofixError
+from topofix.errors import TopofixError, exception_line
 
 __all__ = ["INSTALL_HINT", "LOCAL_ALLOWED_FAILURES", "check_cluster_address", "connect", "run_on_cluster"]
 
@@ -81,7 +81,8 @@ def connect(address: str, threads: int | None = None) -> tuple[Any, Any, int | N
                 cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None,
                                        silence_logs=logging.ERROR)
         except (OSError, RuntimeError, TimeoutError) as exc:  # the workers are spawned: they re-import __main__
-            raise TopofixError(f"--cluster {address}: the worker processes did not start ({_first_line(exc)}); "
+            reason = exception_line(exc, line="all", limit=200, mark=False)
+            raise TopofixError(f"--cluster {address}: the worker processes did not start ({reason}); "
                                "from a Python script, call it under if __name__ == '__main__':") from None
         try:
             client = Client(cluster)
@@ -92,12 +93,9 @@ def connect(address: str, threads: int | None = None) -> tuple[Any, Any, int | N
     try:
         client = Client(address, timeout="20s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise TopofixError(f"--cluster {address}: cannot reach the Dask scheduler ({_first_line(exc)})") from None
+        reason = exception_line(exc, line="all", limit=200, mark=False)
+        raise TopofixError(f"--cluster {address}: cannot reach the Dask scheduler ({reason})") from None
     return client, None, threads
-
-
-def _first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _run_case(task: Any, process: Any, threads: int | None) -> Any:
@@ -175,7 +173,7 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
             try:
                 record = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker (it died too often), a lost scheduler...
-                reason = _first_line(exc)
+                reason = exception_line(exc, line="all", limit=200, mark=False)
                 record = CaseRecord(item.path, plans[item.path].key, "error",
                                     error=f"{item.path}: the Dask task failed ({type(exc).__name__}: {reason})")
             future.release()

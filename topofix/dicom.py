@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from topofix.errors import InputError
+from topofix.errors import InputError, exception_line
 
 __all__ = ["SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file", "keep_locale",
            "read_dicom_series", "series_output_name"]
@@ -141,8 +141,8 @@ def _read_dicom_series(path: str | os.PathLike[str]):
         try:
             reader.ReadImageInformation()
         except RuntimeError as exc:
-            raise InputError(shown, f"slice {os.path.basename(name)} cannot be read ({str(exc).splitlines()[-1][:120]})") \
-                from None
+            reason = exception_line(exc, limit=120, mark=False)
+            raise InputError(shown, f"slice {os.path.basename(name)} cannot be read ({reason})") from None
         ipp, iop = _tag(reader, "0020|0032"), _tag(reader, "0020|0037")
         if ipp is None or iop is None:
             raise InputError(shown, f"slice {os.path.basename(name)} has no image position or orientation")
@@ -168,7 +168,7 @@ def _read_dicom_series(path: str | os.PathLike[str]):
     try:
         image = series.Execute()
     except RuntimeError as exc:
-        raise InputError(shown, f"cannot read the series ({str(exc).splitlines()[-1][:160]})") from None
+        raise InputError(shown, f"cannot read the series ({exception_line(exc, limit=160, mark=False)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(shown, "colour DICOM series are not supported")
     array = sitk.GetArrayFromImage(image)

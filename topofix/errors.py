@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "InputError",
+    "OutputError",
+    "PriorError",
+    "TopofixError",
+    "InputFailure",
+    "exception_line",
+    "shorten",
+    "with_path",
+]
 
 
 class TopofixError(Exception):
@@ -55,3 +67,65 @@ class InputFailure:
 
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "error": self.message}
+
+
+# --------------------------------------------------------------------------- #
+# Message helpers: the one home of "one line from an exception" and "name the file"
+# --------------------------------------------------------------------------- #
+
+
+def shorten(text: str, limit: int | None, *, mark: bool = True) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut shown by ``...`` when ``mark``.
+
+    ``None`` leaves ``text`` whole.  Long library messages (a C++ matrix dump, a
+    TorchScript graph) would otherwise push the file name off a terminal line.
+    """
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..." if mark else text[:limit]
+
+
+def exception_line(
+    exc: BaseException,
+    *,
+    line: Literal["first", "last", "all"] = "last",
+    limit: int | None = None,
+    mark: bool = True,
+    fallback: bool = True,
+) -> str:
+    """One line of ``exc``'s text, to quote inside a one-line user message.
+
+    Why several choices: libraries put the useful line in different places.
+    ``"last"`` (the default): the last non-blank line, where TorchScript, torch
+    and SimpleITK put the actual error after their tracebacks.  ``"first"``: the
+    first non-blank line (onnx, zipfile: a headline followed by details).
+    ``"all"``: every line joined, runs of whitespace collapsed to one space.
+
+    An exception without text gives its type name (``fallback``), or ``""``.
+    The line is then cut to ``limit`` characters (:func:`shorten`).
+    """
+    text = str(exc)
+    if line == "all":
+        chosen = " ".join(text.split())
+    else:
+        lines = [part.strip() for part in text.splitlines() if part.strip()]
+        chosen = (lines[0] if line == "first" else lines[-1]) if lines else ""
+    if not chosen and fallback:
+        chosen = type(exc).__name__
+    return shorten(chosen, limit, mark=mark)
+
+
+def with_path(message: str, path: str, *also: str, anywhere: bool = False) -> str:
+    """``message`` led by ``"<path>: "`` unless it already names ``path`` (or one of ``also``).
+
+    "Names" means starts with it, or contains it anywhere when ``anywhere``.  Errors
+    raised deep inside (a reader, a prior check) usually name their file already;
+    this keeps the file in every recorded line without ever writing it twice.
+    """
+    names = (path, *also)
+    if anywhere:
+        if any(name in message for name in names):
+            return message
+    elif message.startswith(names):
+        return message
+    return f"{path}: {message}"

@@ -117,10 +117,9 @@ import SimpleITK as sitk
 
 # io's public readers refuse 4D images by design, so the probability images are
 # read here, through io's own structural checks (truncation, NaN scan of NIfTI
-# voxel data, forced ImageIO): the private helpers of tio and of inputs are
-# reused rather than copied, so both readers refuse broken files alike.
-from topofix import io as tio
-from topofix.errors import InputError
+# voxel data, forced ImageIO): the helpers of topofix.io and the private ones of
+# inputs are reused rather than copied, so both readers refuse broken files alike.
+from topofix.errors import InputError, exception_line
 from topofix.inputs import (
     _GLOB_CHARS,
     InputItem,
@@ -129,6 +128,12 @@ from topofix.inputs import (
     expand_inputs,
 )
 from topofix.io import Geometry, Image, image_extension, read_mask
+from topofix.io.checked import Checked
+from topofix.io.formats import IMAGE_IO
+from topofix.io.geometry import geometry_of, numpy_order
+from topofix.io.labels import as_labels
+from topofix.io.read import has_nonfinite, open_checked
+from topofix.io.sitk_errors import read_failure
 from topofix.outputs import own_output_stem
 
 __all__ = [
@@ -326,7 +331,7 @@ def _load_npz_probabilities(shown: str) -> np.ndarray:
     except IsADirectoryError:
         raise InputError(shown, "is a directory") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise InputError(shown, f"cannot read .npz: {_reason(exc)}") from None
+        raise InputError(shown, f"cannot read .npz: {exception_line(exc, line='all')}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise InputError(
             shown, "a single .npy array, not an .npz archive; expected nnU-Net's --save_probabilities output"
@@ -341,7 +346,7 @@ def _load_npz_probabilities(shown: str) -> np.ndarray:
         try:
             probs = loaded[NPZ_ARRAY]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise InputError(shown, f"cannot read its '{NPZ_ARRAY}' array: {_reason(exc)}") from None
+            raise InputError(shown, f"cannot read its '{NPZ_ARRAY}' array: {exception_line(exc, line='all')}") from None
     if not np.issubdtype(probs.dtype, np.floating):
         raise InputError(shown, f"'{NPZ_ARRAY}' is {probs.dtype}, expected floats")
     if probs.ndim not in (3, 4):
@@ -393,10 +398,10 @@ def _checked_channels(shown: str, channels: np.ndarray, what: str) -> np.ndarray
 
 
 def _read_image_map(shown: str) -> MapInput:
-    checked = tio._open_checked(shown)  # io's structural checks: truncation, empty file, wrong extension...
+    checked = open_checked(shown)  # io's structural checks: truncation, empty file, wrong extension...
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(checked.path))
-    reader.SetImageIO(tio._IMAGE_IO[checked.ext])
+    reader.SetImageIO(IMAGE_IO[checked.ext])
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -409,7 +414,7 @@ def _read_image_map(shown: str) -> MapInput:
         mask = read_mask(shown)
         return _labels_input(shown, mask.array, mask.geometry)
     if dim not in (2, 3, 4):
-        size = tuple(reversed(reader.GetSize()))
+        size = numpy_order(reader.GetSize())
         raise InputError(shown, f"{dim}D image (shape {size}); expected 2D/3D, or 4D with the channel axis last")
     if dim == 4 and comps > 1:
         raise InputError(shown, f"4D image with {comps} components per voxel; expected one channel axis")
@@ -418,11 +423,11 @@ def _read_image_map(shown: str) -> MapInput:
     except RuntimeError as exc:
         raise _read_error(checked, exc) from None
     array = sitk.GetArrayFromImage(img)
-    if tio._has_nonfinite(checked, array):
+    if has_nonfinite(checked, array):
         raise InputError(shown, "image contains NaN or Inf values")
     if dim == 4:
         return _channels_input(shown, array, _spatial_geometry(shown, img))
-    geometry = tio._geometry_of(img)
+    geometry = geometry_of(img)
     if comps > 1:
         return _channels_input(shown, np.moveaxis(array, -1, 0), geometry)
     return _scalar_input(shown, array, geometry)
@@ -443,7 +448,7 @@ def _scalar_input(shown: str, array: np.ndarray, geometry: Geometry) -> MapInput
         raise InputError(shown, problem)
 
     if not np.issubdtype(array.dtype, np.floating) or np.array_equal(array, np.trunc(array)):
-        return _labels_input(shown, tio._as_labels(array, fail), geometry)
+        return _labels_input(shown, as_labels(array, fail), geometry)
     lo, hi = float(array.min()), float(array.max())
     if lo < 0 or hi > 1:
         fail(
@@ -481,14 +486,10 @@ def _spatial_geometry(shown: str, img: sitk.Image) -> Geometry:
     )
 
 
-def _read_error(checked: tio._Checked, exc: RuntimeError) -> InputError:
+def _read_error(checked: Checked, exc: RuntimeError) -> InputError:
     if checked.nifti is not None and checked.nifti.version == 2:
         return InputError(checked.shown, "cannot read image: NIfTI-2 file, which this SimpleITK build cannot read")
-    return InputError(checked.shown, tio._read_failure(exc))
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return InputError(checked.shown, read_failure(exc))
 
 
 # --------------------------------------------------------------------------- #

@@ -77,8 +77,10 @@ def main() -> None:
         sys.stderr.write("interrupted by SIGINT\n")
         sys.exit(128 + signal.SIGINT)
     except Exception as exc:  # a bug: one line, not a traceback
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
+        from topofix.errors import exception_line
+
+        line = exception_line(exc, limit=200, mark=False, fallback=False)
+        detail = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
         sys.stderr.write(f"error: internal error ({detail}); please report it with the command line\n")
         sys.exit(2)
 

@@ -64,7 +64,9 @@ def array_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
     if hasattr(spacing, "spacing") and hasattr(spacing, "direction"):  # a Geometry: ITK order
-        values = tuple(float(s) for s in reversed(spacing.spacing))
+        from topofix.io.geometry import numpy_order  # loaded already: the Geometry came from there
+
+        values = tuple(float(s) for s in numpy_order(spacing.spacing))
     else:
         values = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)))
     if len(values) != ndim:

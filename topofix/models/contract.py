@@ -41,7 +41,7 @@ from topofix.choices import Activation, Normalize
 
 import numpy as np
 
-from topofix.errors import TopofixError
+from topofix.errors import TopofixError, exception_line
 
 if TYPE_CHECKING:  # torch is imported lazily: `import topofix` must stay light
     import torch
@@ -401,13 +401,6 @@ def _probe_shape(multiple: int | Sequence[int], dims: int) -> tuple[int, ...]:
     return tuple(sides)
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # TorchScript tracebacks end with the Python-side error message
-    text = lines[-1] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 @contextlib.contextmanager
 def _frozen_for_probe(module: torch.nn.Module) -> Iterator[None]:
     """eval() and no_grad during probes; restore mode and buffers afterwards.
@@ -464,7 +457,7 @@ def _try_forward(module: torch.nn.Module, shape: tuple[int, ...], in_channels: i
     try:
         out = first_output(module(x))
     except Exception as exc:  # any failure of the user's model is a "no"
-        return _first_line(exc)
+        return exception_line(exc, limit=160)  # TorchScript tracebacks end with the Python-side message
     if out.ndim != len(shape) + 2 or out.shape[0] != 1 or tuple(out.shape[2:]) != shape:
         return f"input of shape {tuple(x.shape)} gave an output of shape {tuple(out.shape)}"
     return None

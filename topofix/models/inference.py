@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from topofix.choices import Device
-from topofix.errors import TopofixError
+from topofix.errors import TopofixError, exception_line, shorten
 from topofix.slicing import SLICE_AXES
 from topofix.models.contract import (
     ContractError,
@@ -204,11 +204,11 @@ def _as_input(image, contract: ModelContract, device) -> torch.Tensor:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(exc).__name__
+    """The error of a forward pass on one line; an out-of-memory error says what to change."""
+    text = exception_line(exc)
     if "out of memory" in str(exc).lower():
         text = "out of memory (" + text[:120] + "); use patch_size or a smaller batch_size"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text, limit)
 
 
 def _forward(module, batch: torch.Tensor, dtype) -> torch.Tensor:

@@ -49,7 +49,7 @@ from typing import Literal
 
 import torch
 
-from topofix.errors import InputError
+from topofix.errors import InputError, exception_line
 
 __all__ = [
     "FROZEN_PROBLEM",
@@ -143,12 +143,6 @@ class LoadedModel:
     n_parameters: int = 0
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line or type(exc).__name__
-
-
 # ----------------------------------------------------------------------- sniffing
 
 
@@ -158,7 +152,7 @@ def _zip_kind(path: Path) -> str:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise InputError(path, f"corrupt or truncated zip archive ({_first_line(exc)})") from None
+        raise InputError(path, f"corrupt or truncated zip archive ({exception_line(exc, line='first')})") from None
     # torch writes every member under one top folder named after the file.
     relative = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if any(name.startswith("code/") for name in relative) and (
@@ -178,7 +172,7 @@ def _file_kind(path: Path) -> str:
         with open(path, "rb") as handle:
             head = handle.read(4)
     except OSError as exc:
-        raise InputError(path, f"cannot read the file ({exc.strerror or _first_line(exc)})") from None
+        raise InputError(path, f"cannot read the file ({exc.strerror or exception_line(exc, line='first')})") from None
     if not head:
         raise InputError(path, "empty file")
     if head[:4] in _ZIP_MAGIC:
@@ -248,7 +242,7 @@ def _load_torchscript(path: Path, device: torch.device) -> tuple[torch.nn.Module
             warnings.simplefilter("ignore", DeprecationWarning)  # every torch.jit call warns
             module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:
-        raise InputError(path, f"cannot load the TorchScript archive: {_first_line(exc)}") from None
+        raise InputError(path, f"cannot load the TorchScript archive: {exception_line(exc, line='first')}") from None
     traced, training = trace_info(module)
     notes = []
     if traced:

@@ -49,7 +49,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from topofix.errors import InputError
+from topofix.errors import InputError, exception_line
 
 __all__ = ["REEXPORT_HINT", "import_onnx2torch", "onnx_to_torch", "register_extra_converters"]
 
@@ -67,12 +67,6 @@ _UNIMPLEMENTED = re.compile(r"operation_type='([^']*)', version=(\d+)")
 # --------------------------------------------------------------------------- import
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line or type(exc).__name__
-
-
 def _torchvision_problem() -> str | None:
     """``None`` when torchvision imports, else why not (one line)."""
     module = sys.modules.get("torchvision")
@@ -83,7 +77,7 @@ def _torchvision_problem() -> str | None:
     try:
         importlib.import_module("torchvision")
     except Exception as exc:  # ImportError, or RuntimeError from a CUDA wheel on a CPU torch
-        return f"torchvision does not import ({type(exc).__name__}: {_first_line(exc)})"
+        return f"torchvision does not import ({type(exc).__name__}: {exception_line(exc, line='first')})"
     return None
 
 
@@ -270,7 +264,7 @@ def _read_model(path: Path):
     except FileNotFoundError:
         raise InputError(path, "file does not exist") from None
     except Exception as exc:  # DecodeError on garbage or a truncated file
-        raise InputError(path, f"corrupt or truncated ONNX file ({_first_line(exc)})") from None
+        raise InputError(path, f"corrupt or truncated ONNX file ({exception_line(exc, line='first')})") from None
     if not model.HasField("graph") or not model.graph.node or not model.graph.output:
         raise InputError(path, "not an ONNX model (no graph): corrupt, truncated or another kind of file")
 
@@ -296,7 +290,7 @@ def _read_model(path: Path):
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
         except Exception as exc:
-            problem = f"cannot read the external data {', '.join(locations)}: {_first_line(exc)}"
+            problem = f"cannot read the external data {', '.join(locations)}: {exception_line(exc, line='first')}"
             raise InputError(path, problem) from None
 
     return model
@@ -313,7 +307,7 @@ def _check_model(path: Path, model) -> None:
         else:
             onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx.checker.ValidationError and friends
-        message = _first_line(exc)
+        message = exception_line(exc, line="first")
         if "is deprecated" in message:  # e.g. GroupNormalization-18: onnxruntime still runs it
             return
         raise InputError(path, f"invalid ONNX model: {message}") from None
@@ -471,7 +465,7 @@ def onnx_to_torch(path: str | os.PathLike[str]):
     try:
         import_onnx2torch()
     except ImportError as exc:
-        raise InputError(path, _first_line(exc)) from None
+        raise InputError(path, exception_line(exc, line="first")) from None
     model = _read_model(path)
     _inline_constants(model)
     missing = _unsupported_ops(model)
@@ -485,12 +479,14 @@ def onnx_to_torch(path: str | os.PathLike[str]):
         label = f", node {node.name!r}" if node.name else ""
         domain = _domain(node.domain)
         what = _describe(domain, node.operation_type, _opsets(model).get(domain, exc.version), label)
-        problem = f"cannot convert ONNX operator {what}: {_first_line(exc.cause)}; {REEXPORT_HINT}"
+        problem = f"cannot convert ONNX operator {what}: {exception_line(exc.cause, line='first')}; {REEXPORT_HINT}"
         raise InputError(path, problem) from None
     except NotImplementedError as exc:  # "Converter is not implemented (OperationDescription(...))"
         match = _UNIMPLEMENTED.search(str(exc))
         if match:
             raise InputError(path, _unsupported_message([("", match.group(1), int(match.group(2)))])) from None
-        raise InputError(path, f"cannot convert the ONNX model: {_first_line(exc)}; {REEXPORT_HINT}") from None
+        reason = exception_line(exc, line="first")
+        raise InputError(path, f"cannot convert the ONNX model: {reason}; {REEXPORT_HINT}") from None
     except Exception as exc:
-        raise InputError(path, f"cannot convert the ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
+        reason = exception_line(exc, line="first")
+        raise InputError(path, f"cannot convert the ONNX model: {type(exc).__name__}: {reason}") from None
