@@ -116,7 +116,7 @@ def evaluate(
             if got is None:
                 continue
             p_img, g_img, b_img = got
-            sp = tuple(reversed(g_img.geometry.spacing))
+            sp = g_img.geometry.array_spacing
             loaded = (p_img.array, g_img.array, None if b_img is None else b_img.array, sp, case.path, case.gt_path)
             baseline_path = case.baseline_path
         p, g, b, sp, path, gt_path = loaded

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from topofix.errors import TopofixError
+from topofix.errors import with_path, TopofixError
 from topofix.evaluation.report import EvaluationReport
 from topofix.evaluation.results import EvaluationFailure
 
@@ -65,9 +65,7 @@ def load_pair(case: Case, read: Callable[[str], Any], report: EvaluationReport) 
         if problem:
             raise TopofixError(f"{case.path}: ground truth {case.gt_path} differs in {problem}")
     except TopofixError as err:
-        message = str(err)
-        if not message.startswith(case.path) and not message.startswith(case.gt_path):
-            message = f"{case.path}: {message}"
+        message = with_path(str(err), case.path, case.gt_path)
         report.errors.append(EvaluationFailure(case.path, message))
         return None
     base = None

@@ -67,7 +67,7 @@ def _read_scan(path: str, report_dir: Path | None, notes: list[str]) -> tuple[np
     except TopofixError as error:
         notes.append(f"input scan cannot be read ({error}): the masks are drawn without it")
         return None, None
-    return _scalar(img.array, img.geometry.ndim), tuple(reversed(img.geometry.spacing))
+    return _scalar(img.array, img.geometry.ndim), img.geometry.array_spacing
 
 
 def _read_mask(path: Path, what: str, notes: list[str]) -> np.ndarray | None:
