@@ -253,3 +253,23 @@ def test_label_tables_both_ways():
     assert read_label_table({"1": "liver", "0": "background"}) == {1: "liver"}
     assert read_label_table({"labels": {"background": 0, "myocardium": 2}}) == {2: "myocardium"}
     assert read_label_table({"labels": {"0": "background", "3": "lv"}}) == {3: "lv"}
+
+
+def test_output_format_nifti_writes_every_mask_as_nifti(tmp_path, model):
+    geometry = topofix.Geometry((0.5, 0.6, 2.0), (1.0, 2.0, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    topofix.write_image(tmp_path / "in" / "scan.mha", scene().astype(np.float32), geometry)
+    result = runner.invoke(app, ["predict", str(tmp_path / "in"), "-m", model, "-o", str(tmp_path / "out"),
+                                 "--output-format", "nifti", *PREDICT])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "out" / "scan.mha").exists()
+    nii = sitk.ReadImage(str(tmp_path / "out" / "scan.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(nii), scene() // 500)
+    assert nii.GetSpacing() == pytest.approx((0.5, 0.6, 2.0), abs=1e-6)
+
+
+def test_repair_refuses_dicom_seg_before_the_batch(tmp_path):
+    topofix.write_mask(tmp_path / "in" / "mask.nii.gz", scene() // 500)
+    result = runner.invoke(app, ["repair", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-p", "2=2,0,0",
+                                 "--output-format", "dicom-seg", "-q"])
+    assert result.exit_code == 2 and "is not a DICOM series" in result.output, result.output
+    assert not (tmp_path / "out" / "topofix_journal.jsonl").exists()
