@@ -273,3 +273,17 @@ def test_repair_refuses_dicom_seg_before_the_batch(tmp_path):
                                  "--output-format", "dicom-seg", "-q"])
     assert result.exit_code == 2 and "is not a DICOM series" in result.output, result.output
     assert not (tmp_path / "out" / "topofix_journal.jsonl").exists()
+
+
+def test_a_seg_beside_its_series_is_a_mask_not_a_second_series(tmp_path, model):
+    vol = scene()
+    write_pydicom_series(tmp_path / "case_01", vol)
+    result = runner.invoke(app, ["predict", str(tmp_path / "case_01"), "-m", model, "-o", str(tmp_path / "out"),
+                                 "--output-format", "dicom-seg", *PREDICT])
+    assert result.exit_code == 0, result.output
+    os.replace(tmp_path / "out" / "case_01.dcm", tmp_path / "case_01" / "seg.dcm")  # as a PACS export may hold it
+    from topofix.dicom import dicom_scans
+
+    assert dicom_scans(tmp_path / "case_01") == [str(tmp_path / "case_01")]  # one scan, not folder#UID twice
+    np.testing.assert_array_equal(topofix.read_image(tmp_path / "case_01").array, vol)
+    np.testing.assert_array_equal(topofix.read_mask(tmp_path / "case_01" / "seg.dcm").array, vol // 500)

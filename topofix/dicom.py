@@ -87,10 +87,19 @@ def _holds_dicom(folder: Path) -> bool:
         return False
 
 
+def _holds_seg(folder: Path) -> bool:
+    try:
+        return any(entry.is_file() and is_seg_file(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _series_ids(folder: Path) -> list[str]:
     """The image series of a folder; a series made of DICOM-SEG files (topofix's own output) is not one."""
     with keep_locale():
         ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+        if not _holds_seg(folder):  # the common case: no second scan of the folder
+            return ids
         kept = []
         for uid in ids:
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
