@@ -203,10 +203,11 @@ case $rc in 0|1) ;; *) fail "topofix correct: exit status $rc (0: all meet the p
 python3 - "$WORK/out/corrected" "$rc" img_002.png stack_02.mha <<'EOF' || fail "correct outputs"
 import csv, json, os, re, sys
 out, rc, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-present = sorted(os.listdir(out))
+present = sorted(n for n in os.listdir(out) if not n.startswith("."))  # not the run's lock file
 # --html writes the HTML report and implies --save-original (<stem>_original<ext>)
 originals = [n.replace(".", "_original.", 1) for n in names]
-expected = sorted(names + originals + ["topofix_report.csv", "topofix_report.json", "topofix_report.html"])
+expected = sorted(names + originals + ["topofix_report.csv", "topofix_report.json", "topofix_report.html",
+                                       "topofix_journal.jsonl"])
 assert present == expected, f"outputs {present}, expected {expected}"
 for name in names + originals:
     assert os.path.getsize(os.path.join(out, name)) > 0, name
