@@ -67,7 +67,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     rm -rf "$torch_dir/test" "$torch_dir/include"; \
     if [ -d "$torch_dir/bin" ]; then find "$torch_dir/bin" -maxdepth 1 -type f ! -name torch_shm_manager -delete; fi
 
-# The dependencies, from the project's own metadata, torch kept at its pin; onnx2torch without
+# The dependencies, from the project's own metadata (with the dicom extra: highdicom and pydicom,
+# for DICOM-SEG output), torch kept at its pin; onnx2torch without
 # its dependencies (it asks for torchvision, which topofix does not need). Only the metadata
 # is copied for this (pyproject.toml, the version module it reads, an empty README), so the
 # layer is rebuilt when pyproject.toml or constraints.txt change, not at every source edit.
@@ -79,7 +80,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     touch README.md; \
-    pip install -c constraints.txt . \
+    pip install -c constraints.txt ".[dicom]" \
     && pip install -c constraints.txt --no-deps onnx2torch
 
 # The topofix wheel, from the full source.

@@ -203,10 +203,11 @@ case $rc in 0|1) ;; *) fail "topofix correct: exit status $rc (0: all meet the p
 python3 - "$WORK/out/corrected" "$rc" img_002.png stack_02.mha <<'EOF' || fail "correct outputs"
 import csv, json, os, re, sys
 out, rc, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-present = sorted(os.listdir(out))
+present = sorted(n for n in os.listdir(out) if not n.startswith("."))  # not the run's lock file
 # --html writes the HTML report and implies --save-original (<stem>_original<ext>)
 originals = [n.replace(".", "_original.", 1) for n in names]
-expected = sorted(names + originals + ["topofix_report.csv", "topofix_report.json", "topofix_report.html"])
+expected = sorted(names + originals + ["topofix_report.csv", "topofix_report.json", "topofix_report.html",
+                                       "topofix_journal.jsonl"])
 assert present == expected, f"outputs {present}, expected {expected}"
 for name in names + originals:
     assert os.path.getsize(os.path.join(out, name)) > 0, name
@@ -236,5 +237,43 @@ for name in img_002.png stack_02.mha; do
     [ -s "$WORK/out/predicted/$name" ] || fail "predict: $name not written"
 done
 echo "    predicted/: $(cd "$WORK/out/predicted" && echo *)"
+
+# DICOM in, DICOM-SEG out: a synthetic CT series made in the image (its pydicom), corrected twice
+# (--output-format dicom-seg with nnU-Net-style label names, and NIfTI), the SEG then read with
+# pydicom alone and compared frame by frame with the NIfTI mask, and checked by `topofix check`.
+step "topofix correct on a synthetic DICOM series: DICOM-SEG out, the same voxels as the NIfTI output"
+cp "$ROOT/scripts/dicom_smoke.py" "$WORK/in/"
+run_python() {
+    local ctr rc=0
+    ctr=$(buildah from --pull=never --quiet "$IMAGE")
+    CONTAINERS+=("$ctr")
+    show docker run --rm --network none --entrypoint python3 "$IMAGE" "$@" >&2
+    unshare --net buildah run --isolation=chroot \
+        --volume "$WORK/in:/data/in:ro" --volume "$WORK/out:/data/out" \
+        "$ctr" -- python3 "$@" || rc=$?
+    buildah rm "$ctr" >/dev/null
+    return $rc
+}
+run_python /data/in/dicom_smoke.py make /opt/topofix/sample_data/images/img_002.png /data/out/dicom/case_01 \
+    /data/out/labels.json || fail "making the DICOM series"
+for format in dicom-seg nifti; do
+    rc=0
+    run_image correct /data/out/dicom -m "$MODEL.pt" -o "/data/out/dicom-$format" --per-slice z --prior 2=1,1 \
+        --steps 5 --always --quiet --output-format "$format" --labels /data/out/labels.json || rc=$?
+    case $rc in 0|1) ;; *) fail "topofix correct --output-format $format: exit status $rc" ;; esac
+done
+[ -s "$WORK/out/dicom-dicom-seg/case_01.dcm" ] || fail "no DICOM-SEG written"
+run_python /data/in/dicom_smoke.py verify /data/out/dicom/case_01 /data/out/dicom-dicom-seg/case_01.dcm \
+    /data/out/dicom-nifti/case_01.nii.gz /data/out/labels.json || fail "the DICOM-SEG"
+rc=0
+run_image check /data/out/dicom-dicom-seg --per-slice z --prior 2=1,1 --json /data/out/check-seg.json --quiet || rc=$?
+case $rc in 0|1) ;; *) fail "topofix check on the DICOM-SEG: exit status $rc" ;; esac
+python3 - "$WORK/out/check-seg.json" <<'EOF' || fail "check report of the DICOM-SEG"
+import json, sys
+report = json.load(open(sys.argv[1]))
+assert not report["errors"], report["errors"]
+assert {r["path"].rsplit("/", 1)[-1] for r in report["results"]} == {"case_01.dcm"}, report["results"]
+print(f"    check on the SEG ok: {len(report['results'])} slice results")
+EOF
 
 step "all checks passed (build ${build_s}s, image $(python3 -c "print(f'{$size / 1e9:.2f} GB')"))"

@@ -33,7 +33,8 @@ def test_ruff_finds_nothing():
 
 
 TYPED = [
-    "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
+    "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/dicom_seg.py",
+    "topofix/errors.py", "topofix/mask_format.py",
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
     "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
     "topofix/__init__.py", "topofix/_lazy.py", "topofix/assessment.py", "topofix/checking.py", "topofix/choices.py",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from topofix.errors import OutputError
@@ -32,8 +33,13 @@ def refuse_existing(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return target
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False,
+                       verify: Callable[[Path], None] | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless ``overwrite``.
+
+    ``verify(temporary_path)`` runs on the complete temporary file before it takes its final name
+    (a DICOM-SEG is read back there); it raises to refuse the file, which is then removed.
+    """
     target = refuse_existing(path, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -43,6 +49,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give reports the usual mode
+        if verify is not None:
+            verify(Path(tmp))
         if not overwrite and target.exists():  # appeared while we were writing
             raise OutputError(target, "already exists (use --overwrite to replace it)")
         os.replace(tmp, target)

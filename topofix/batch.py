@@ -269,10 +269,11 @@ def model_identity(path: str | os.PathLike[str] | None) -> tuple[str, str]:
 
 def outputs_read_back(paths: Iterable[str]) -> str | None:
     """``None`` if every output reads back completely, else a one-line reason (resume's check)."""
+    from topofix.dicom_seg import is_seg_path, verify_seg_file
     from topofix.io import verify_image_file
 
     for p in paths:
-        problem = verify_image_file(p)
+        problem = verify_seg_file(p) if is_seg_path(p) else verify_image_file(p)
         if problem:
             return f"{p}: {problem}"
     return None

@@ -89,3 +89,14 @@ class Device(Choice):
 
 
 __all__ = ["Activation", "Choice", "Connectivity", "Device", "EmptyPolicy", "Normalize", "SliceAxis"]
+
+
+class OutputFormat(Choice):
+    """``--output-format`` (predict, correct, repair): the format masks are written in (:mod:`topofix.mask_format`)."""
+
+    auto = "auto"
+    """Each mask in its input's format (a DICOM series' as NIfTI)."""
+    nifti = "nifti"
+    """Every mask as ``.nii.gz``."""
+    dicom_seg = "dicom-seg"
+    """A DICOM-SEG per DICOM series, referencing it."""

@@ -28,10 +28,12 @@ import SimpleITK as sitk
 
 from topofix.errors import InputError, exception_line
 
-__all__ = ["SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file", "keep_locale",
-           "read_dicom_series", "series_output_name"]
+__all__ = ["SEG_SOP_CLASS_UID", "SERIES_SEPARATOR", "dicom_scans", "is_dicom_address", "is_dicom_file",
+           "is_seg_file", "keep_locale", "read_dicom_series", "series_files", "series_output_name"]
 
 SERIES_SEPARATOR = "#"
+SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+"""Segmentation Storage: a DICOM-SEG file is a mask (:mod:`topofix.dicom_seg`), never a scan's slice."""
 SPACING_TOLERANCE = 0.01
 """Relative difference allowed between consecutive slice distances."""
 
@@ -57,16 +59,71 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _holds_dicom(folder: Path) -> bool:
+def _sop_class_uid(head: bytes) -> str | None:
+    """Media Storage SOP Class UID (0002,0002) of a Part 10 file's meta group (always explicit VR
+    little endian), found without pydicom so that telling a SEG from a slice needs no optional package."""
+    at = head.find(b"\x02\x00\x02\x00UI", 132)
+    if at < 0 or at + 8 > len(head):
+        return None
+    length = int.from_bytes(head[at + 6:at + 8], "little")
+    return head[at + 8:at + 8 + length].rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def is_seg_file(path: str | os.PathLike[str]) -> bool:
+    """A DICOM-SEG file (SOP Class UID 1.2.840.10008.5.1.4.1.1.66.4): a mask, not a slice of a scan."""
     try:
-        return any(entry.is_file() and is_dicom_file(entry) for entry in folder.iterdir())
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False
+    return len(head) >= 132 and head[128:132] == b"DICM" and _sop_class_uid(head) == SEG_SOP_CLASS_UID
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """Holds DICOM image files (DICOM-SEG files beside them are masks: they do not make it a scan)."""
+    try:
+        return any(entry.is_file() and is_dicom_file(entry) and not is_seg_file(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _holds_seg(folder: Path) -> bool:
+    try:
+        return any(entry.is_file() and is_seg_file(entry) for entry in folder.iterdir())
     except OSError:
         return False
 
 
 def _series_ids(folder: Path) -> list[str]:
+    """The image series of a folder; a series made of DICOM-SEG files (topofix's own output) is not one."""
     with keep_locale():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+        ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+        if not _holds_seg(folder):  # the common case: no second scan of the folder
+            return ids
+        kept = []
+        for uid in ids:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+            if not files or not all(is_seg_file(f) for f in files):
+                kept.append(uid)
+        return kept
+
+
+def series_files(path: str | os.PathLike[str]) -> list[str]:
+    """The slice files of the scan at a DICOM address (a folder, or ``folder#UID``), in GDCM's order."""
+    shown = os.fspath(path)
+    folder, sep, uid = shown.partition(SERIES_SEPARATOR) if SERIES_SEPARATOR in shown and not os.path.exists(shown) \
+        else (shown, "", "")
+    with keep_locale():
+        ids = _series_ids(Path(folder))
+        if not ids:
+            raise InputError(shown, "holds no readable DICOM series")
+        if not sep:
+            if len(ids) > 1:
+                raise InputError(shown, f"holds {len(ids)} DICOM series; give one as {folder}{SERIES_SEPARATOR}<UID>")
+            uid = ids[0]
+        elif uid not in ids:
+            raise InputError(shown, f"no DICOM series {uid} in {folder}")
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
 def dicom_scans(folder: str | os.PathLike[str]) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from topofix.batch import BatchReport, CaseRecord, RunInfo, model_identity, run_batch
+from topofix.mask_format import MaskFormat, mask_format
 from topofix.outputs import CaseOutputs, probability_labels
 
 __all__ = ["CSV_FIELDS", "CorrectRunner", "Inference", "PredictRunner", "RepairRunner", "correct_files", "predict_files", "repair_files", "report_rows", "write_reports"]
@@ -160,11 +161,12 @@ class PredictRunner(_NetworkRunner):
     """One ``predict`` case: segment, write the mask (and probability maps)."""
 
     save_probabilities: bool = False
+    masks: MaskFormat = MaskFormat()
 
     def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
         import numpy as np
 
-        from topofix.io import read_image, write_image, write_mask
+        from topofix.io import read_image, write_image
         from topofix.prediction import predict
 
         module, dev = self.network()
@@ -174,7 +176,7 @@ class PredictRunner(_NetworkRunner):
                        patch_size=inference.patch_size, overlap=inference.overlap, device=dev,
                        threshold=inference.threshold)
         _check_finite(pred.probabilities, input_path)
-        written.append(write_mask(plan.mask, pred.labels, reference=image, overwrite=may_overwrite))
+        written.append(self.masks.write(plan.mask, pred.labels, image, may_overwrite))
         if self.save_probabilities:
             labels = probability_labels(pred.probabilities.shape[0], pred.contract.activation)
             for label, channel in zip(labels, pred.probabilities):
@@ -194,10 +196,11 @@ class CorrectRunner(_NetworkRunner):
     save_original: bool = False
     save_probabilities: bool = False
     on_step: Callable[[str, int, float, float], None] | None = field(default=None, compare=False, repr=False)
+    masks: MaskFormat = MaskFormat()
 
     def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
         from topofix.correction import correct
-        from topofix.io import read_image, write_image, write_mask
+        from topofix.io import read_image, write_image
         from topofix.models.contract import resolve_activation
 
         module, dev = self.network()
@@ -207,10 +210,9 @@ class CorrectRunner(_NetworkRunner):
         result = correct(image, module, list(self.priors), settings=self.settings, contract=inference.contract,
                          per_slice=inference.per_slice, patch_size=inference.patch_size,
                          overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
-        written.append(write_mask(plan.mask, result.labels, reference=image, overwrite=may_overwrite))
+        written.append(self.masks.write(plan.mask, result.labels, image, may_overwrite))
         if self.save_original:
-            written.append(write_mask(plan.original, result.original_labels, reference=image,
-                                      overwrite=may_overwrite))
+            written.append(self.masks.write(plan.original, result.original_labels, image, may_overwrite))
         n = result.probabilities.shape[0]
         activation = resolve_activation(getattr(inference.contract, "activation", "auto") or "auto", n)
         if self.save_probabilities:
@@ -230,6 +232,7 @@ class RepairRunner:
     save_original: bool = False
     save_probabilities: bool = False
     on_step: Callable[[str, int, float, float], None] | None = field(default=None, compare=False, repr=False)
+    masks: MaskFormat = MaskFormat()
 
     def portable(self) -> RepairRunner:
         return dataclasses.replace(self, on_step=None)
@@ -242,7 +245,7 @@ class RepairRunner:
 
     def __call__(self, input_path: str, plan: CaseOutputs, may_overwrite: bool, written: list[Path]):
         from topofix.errors import OutputError
-        from topofix.io import write_image, write_mask
+        from topofix.io import write_image
         from topofix.map_repair import repair
         from topofix.maps import read_map_input
 
@@ -257,10 +260,9 @@ class RepairRunner:
         data, given = (source.labels, None) if source.kind == "labels" else (source.probabilities, source.labels)
         result = repair(data, list(self.priors), labels=given, settings=self.settings,
                         per_slice=self.per_slice, path=input_path, callback=step)
-        written.append(write_mask(plan.mask, result.labels, reference=reference, overwrite=may_overwrite))
+        written.append(self.masks.write(plan.mask, result.labels, reference, may_overwrite))
         if self.save_original:
-            written.append(write_mask(plan.original, result.original_labels, reference=reference,
-                                      overwrite=may_overwrite))
+            written.append(self.masks.write(plan.original, result.original_labels, reference, may_overwrite))
         if self.save_probabilities:
             names = result.channel_labels or list(range(result.probabilities.shape[0]))
             for label, channel in zip(names, result.probabilities):
@@ -286,22 +288,28 @@ def predict_files(
     workers: int = 1,
     threads: int | None = None,
     cluster: str | None = None,
+    output_format: str = "auto",
+    labels: Any = None,
 ) -> BatchReport:
     """Segment every input with ``model``; masks (and probability maps) in ``output``.
 
     Returns the batch's :class:`BatchReport` (each case's ``result``: the labels
-    present, the warnings, the model contract used).
+    present, the warnings, the model contract used). ``output_format``: ``"auto"`` (the input's
+    format; a DICOM series' mask as NIfTI), ``"nifti"`` or ``"dicom-seg"`` (a DICOM-SEG per series,
+    segments named from ``labels``: a label table file or mapping; :mod:`topofix.mask_format`).
     """
+    masks = mask_format(output_format, labels)
     inference = inference or Inference()
     module, path, model_warnings, dev = _load(model, inference.device)
     mpath, sha = model_identity(path)
     run = RunInfo("predict", mpath, sha, [], {"inference": inference.describe(),
-                                                "save_probabilities": save_probabilities})
-    process = PredictRunner(path, sha, inference, str(dev), module, save_probabilities=save_probabilities)
+                                                "save_probabilities": save_probabilities, **_described(masks)})
+    process = PredictRunner(path, sha, inference, str(dev), module, save_probabilities=save_probabilities,
+                            masks=masks)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
                        on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
-                       cluster=cluster)
+                       cluster=cluster, expand=masks.expand(), output_name=masks.output_name())
     report.warnings = model_warnings
     return report
 
@@ -325,14 +333,18 @@ def correct_files(
     workers: int = 1,
     threads: int | None = None,
     cluster: str | None = None,
+    output_format: str = "auto",
+    labels: Any = None,
 ) -> BatchReport:
     """Correct every input toward ``priors`` (see :func:`topofix.correct`); masks and reports in ``output``.
 
-    Each case's ``result`` is its :class:`topofix.correction.CaseReport` as a dict.
+    Each case's ``result`` is its :class:`topofix.correction.CaseReport` as a dict. ``output_format``
+    and ``labels`` as in :func:`predict_files`.
     """
     from topofix.correction import CorrectionSettings
     from topofix.priors import target_priors
 
+    masks = mask_format(output_format, labels)
     settings = settings or CorrectionSettings()
     inference = inference or Inference()
     if inference.threshold != settings.threshold:
@@ -342,15 +354,15 @@ def correct_files(
     mpath, sha = model_identity(path)
     run = RunInfo("correct", mpath, sha, [p.spec for p in prior_list],
                   {**dataclasses.asdict(settings), "inference": inference.describe(),
-                   "save_original": save_original, "save_probabilities": save_probabilities})
+                   "save_original": save_original, "save_probabilities": save_probabilities, **_described(masks)})
 
     process = CorrectRunner(path, sha, inference, str(dev), module, priors=tuple(prior_list), settings=settings,
                             save_original=save_original, save_probabilities=save_probabilities,
-                            on_step=None if workers > 1 else on_step)
+                            on_step=None if workers > 1 else on_step, masks=masks)
 
     report = run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite,
                        on_start=on_start, on_case=on_case, shard=shard, workers=workers, threads=threads,
-                       cluster=cluster)
+                       cluster=cluster, expand=masks.expand(), output_name=masks.output_name())
     report.warnings = model_warnings
     return report
 
@@ -373,30 +385,41 @@ def repair_files(
     workers: int = 1,
     threads: int | None = None,
     cluster: str | None = None,
+    output_format: str = "auto",
+    labels: Any = None,
 ) -> BatchReport:
     """:func:`topofix.repair` on probability maps or label maps on disk (no network).
 
     Inputs (:func:`topofix.maps.read_map_input`): nnU-Net ``.npz`` beside its
     segmentation (the mask takes the segmentation's name and geometry),
     probability images, label maps. Each case's ``result`` is its
-    :class:`topofix.correction.CaseReport` as a dict, with the input's ``kind``.
+    :class:`topofix.correction.CaseReport` as a dict, with the input's ``kind``. ``output_format``:
+    ``"auto"`` or ``"nifti"`` (``"dicom-seg"`` needs DICOM series inputs, which repair does not read).
     """
     from topofix.map_repair import MAP_SETTINGS
     from topofix.maps import expand_map_inputs, map_output_name
     from topofix.priors import target_priors
 
+    masks = mask_format(output_format, labels)
     settings = settings or MAP_SETTINGS
     prior_list = target_priors(priors, "repair")
     run = RunInfo("repair", "", "", [p.spec for p in prior_list],
                   {**dataclasses.asdict(settings), "per_slice": per_slice, "save_original": save_original,
-                   "save_probabilities": save_probabilities})
+                   "save_probabilities": save_probabilities, **_described(masks)})
 
     process = RepairRunner(tuple(prior_list), settings, per_slice, save_original, save_probabilities,
-                           on_step=None if workers > 1 else on_step)
+                           on_step=None if workers > 1 else on_step, masks=masks)
 
     return run_batch(run, inputs, output, process, resume=resume, overwrite=overwrite, on_start=on_start,
-                     on_case=on_case, expand=expand_map_inputs, output_name=map_output_name, shard=shard, workers=workers, threads=threads,
-                       cluster=cluster)
+                     on_case=on_case, expand=masks.expand(expand_map_inputs),
+                     output_name=masks.output_name(map_output_name), shard=shard, workers=workers, threads=threads,
+                     cluster=cluster)
+
+
+def _described(masks: MaskFormat) -> dict[str, Any]:
+    """The mask format in a run's settings; nothing for the default, so that the fingerprints of runs
+    journaled before ``--output-format`` existed (and their ``--skip-existing``) still match."""
+    return {} if masks == MaskFormat() else masks.describe()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from topofix.errors import InputError
 from topofix.io import image_extension
-from topofix.dicom import dicom_scans
+from topofix.dicom import dicom_scans, is_seg_file
 from topofix.outputs import own_output_stem
 
 _GLOB_CHARS = set("*?[")
@@ -38,6 +38,13 @@ def _split(name: str) -> tuple[str, str] | None:
     return name[: len(name) - len(ext)], ext
 
 
+def _seg_split(path: Path) -> tuple[str, str] | None:
+    """``(stem, ".dcm")`` of a DICOM-SEG file (a mask, :mod:`topofix.dicom_seg`); None for anything else."""
+    if path.name.lower().endswith(".dcm") and len(path.name) > 4 and is_seg_file(path):
+        return path.name[:-4], path.name[-4:]
+    return None
+
+
 def _broken_link(path: str) -> InputError:
     try:
         target = f" {os.readlink(path)}"
@@ -51,7 +58,7 @@ def _is_broken_link(path: str | Path) -> bool:
 
 
 def _folder_items(folder: Path, include_own_outputs: bool) -> list[InputItem]:
-    """The folder's images, sorted; a broken link with an image's name is an error item.
+    """The folder's images and DICOM-SEG files, sorted; a broken link with an image's name is an error item.
 
     topofix's own outputs (``<stem>_original<ext>``, ``<stem>_prob<L><ext>``) are
     left out when an image named ``<stem>`` with an image extension sits in the
@@ -61,7 +68,7 @@ def _folder_items(folder: Path, include_own_outputs: bool) -> list[InputItem]:
     """
     entries: list[tuple[Path, tuple[str, str]]] = []
     for p in folder.iterdir():
-        split = _split(p.name)
+        split = _split(p.name) or _seg_split(p)
         if split is not None and (p.is_file() or _is_broken_link(p)):
             entries.append((p, split))
     stems = {stem for p, (stem, _) in entries if p.is_file()}

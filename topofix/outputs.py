@@ -17,7 +17,7 @@ The rule for masks (documented in ``--help``):
 * Beside the mask: ``<stem>_original<ext>`` (the uncorrected prediction; PNG
   and every other format keep their extension) and ``<stem>_prob<L><ext>``
   (the probability of label ``L``; PNG inputs get ``.nii.gz``, PNG cannot hold
-  floats).
+  floats; nor can a DICOM-SEG ``.dcm`` mask's).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def split_name(path: str | os.PathLike[str]) -> tuple[str, str]:
 
     name = os.path.basename(os.fspath(path))
     ext = image_extension(name) or ""
+    if not ext and name.lower().endswith(".dcm") and len(name) > 4:  # a DICOM-SEG mask (topofix.dicom_seg)
+        ext = name[-4:]
     return (name[: len(name) - len(ext)] if ext else name), (name[len(name) - len(ext):] if ext else "")
 
 
@@ -108,7 +110,7 @@ class CaseOutputs:
 
     def probability(self, label: int) -> Path:
         stem, ext = self._stem_ext
-        ext = ".nii.gz" if ext in ("", ".png") else ext
+        ext = ".nii.gz" if ext.lower() in ("", ".png", ".dcm") else ext  # PNG and DICOM-SEG hold no floats
         return self.mask.with_name(f"{stem}{PROBABILITY_SUFFIX}{label}{ext}")
 
 

@@ -139,7 +139,7 @@ def _csv_rows(report):
 
 
 def check_command(
-    inputs: Annotated[list[str], typer.Argument(help="Mask files (label maps: NIfTI, MHA/MHD, NRRD, PNG), folders or glob patterns. " + options.FOLDER_NOTE, show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Mask files (label maps: NIfTI, MHA/MHD, NRRD, PNG, DICOM-SEG .dcm), folders or glob patterns. " + options.FOLDER_NOTE, show_default=False)],
     betti: options.Betti = None,
     label: options.Label = None,
     prior: options.PriorSpecs = None,

@@ -132,6 +132,8 @@ def correct_command(
     workers: options.Workers = 1,
     shard: options.Shard = None,
     cluster: options.Cluster = None,
+    output_format: options.OutputFormat = options.OutputFormatChoice.auto,
+    labels: options.Labels = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
 ) -> None:
     """Correct the topology of your network's segmentations, scan by scan, with a Betti-number prior.
@@ -160,6 +162,7 @@ def correct_command(
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
+        masks = options.parse_mask_format(output_format, labels)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
         check_reports([json_file, csv_file, *([html_file] if html else [])], overwrite, skip_existing)
@@ -188,7 +191,7 @@ def correct_command(
             save_original=save_original or html, save_probabilities=save_probabilities, resume=skip_existing,
             overwrite=overwrite, on_start=progress.start, on_case=progress.case, on_step=progress.step,
             shard=shard_part, workers=workers, threads=threads,
-            cluster=cluster,
+            cluster=cluster, output_format=masks.format, labels=masks.label_table or None,
         )
     except (TopofixError, ValueError) as error:
         progress.close()

@@ -267,8 +267,8 @@ Label = Annotated[
 
 
 def evaluate_command(
-    inputs: Annotated[list[str], typer.Argument(metavar="PRED...", help="Predicted masks (label maps: NIfTI, MHA/MHD, NRRD, PNG), folders or glob patterns. " + options.FOLDER_NOTE, show_default=False)],
-    gt: Annotated[Path, typer.Option("--gt", metavar="DIR", help="Folder of ground-truth masks, matched to the predictions by file name.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(metavar="PRED...", help="Predicted masks (label maps: NIfTI, MHA/MHD, NRRD, PNG, DICOM-SEG .dcm), folders or glob patterns. " + options.FOLDER_NOTE, show_default=False)],
+    gt: Annotated[Path, typer.Option("--gt", metavar="DIR", help="Folder of ground-truth masks, matched to the predictions by file name (or by stem across formats: case_01.dcm pairs with case_01.nii.gz).", show_default=False)],
     baseline: Annotated[Optional[Path], typer.Option("--baseline", metavar="DIR", help="A second prediction folder (e.g. the masks before correction), matched by file name: per-metric differences and a paired Wilcoxon test.", show_default=False)] = None,
     label: Label = None,
     prior: Structures = None,

@@ -311,3 +311,42 @@ def check_cluster(cluster: str | None, workers: int, shard: str | None) -> None:
     from topofix.cluster import check_cluster_address
 
     check_cluster_address(cluster)
+
+
+# --------------------------------------------------------------------------- #
+# Mask format (predict, correct, repair): topofix.mask_format
+# --------------------------------------------------------------------------- #
+OutputFormatChoice = choices.OutputFormat
+
+
+OutputFormat = Annotated[
+    OutputFormatChoice,
+    typer.Option(
+        "--output-format",
+        case_sensitive=False,
+        help="auto: each mask in its input's format (a DICOM series' as NIfTI, <series folder>.nii.gz); "
+        "nifti: every mask as .nii.gz; dicom-seg: a DICOM-SEG per DICOM series (<series folder>.dcm), "
+        "referencing the series, in its frame of reference (inputs must be DICOM series; needs "
+        "pip install 'topofix[dicom]'). Probability maps are always NIfTI.",
+        rich_help_panel="Outputs",
+    ),
+]
+Labels = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--labels",
+        metavar="FILE",
+        help="Names of the labels, for the segments of a DICOM-SEG: a JSON object {\"1\": \"liver\", ...} or "
+        "nnU-Net's dataset.json ({\"labels\": {\"background\": 0, \"liver\": 1}}). Unnamed labels are 'label N'.",
+        show_default=False,
+        rich_help_panel="Outputs",
+    ),
+]
+
+
+def parse_mask_format(output_format: OutputFormatChoice, labels: Path | None):
+    """The run's :class:`topofix.mask_format.MaskFormat`; one-line usage errors (a bad label table,
+    highdicom missing) before anything is loaded."""
+    from topofix.mask_format import mask_format
+
+    return mask_format(output_format.value, labels)

@@ -79,6 +79,8 @@ def predict_command(
     workers: options.Workers = 1,
     shard: options.Shard = None,
     cluster: options.Cluster = None,
+    output_format: options.OutputFormat = options.OutputFormatChoice.auto,
+    labels: options.Labels = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no model summary; errors and the summary line only.")] = False,
 ) -> None:
     """Segment images with your trained network (TorchScript or ONNX), writing label maps with the inputs' geometry.
@@ -92,6 +94,7 @@ def predict_command(
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
+        masks = options.parse_mask_format(output_format, labels)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
     except (TopofixError, ValueError) as error:
@@ -112,7 +115,7 @@ def predict_command(
         report = predict_files(inputs, model, output, inference=inference, save_probabilities=save_probabilities,
                                resume=skip_existing, overwrite=overwrite, on_start=progress.start,
                                on_case=progress.case, shard=shard_part, workers=workers, threads=threads,
-            cluster=cluster)
+            cluster=cluster, output_format=masks.format, labels=masks.label_table or None)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))

@@ -74,6 +74,8 @@ def repair_command(
     workers: options.Workers = 1,
     shard: options.Shard = None,
     cluster: options.Cluster = None,
+    output_format: options.OutputFormat = options.OutputFormatChoice.auto,
+    labels: options.Labels = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors and the summary line only.")] = False,
 ) -> None:
     """Correct the topology of probability maps or label maps you already have (nnU-Net, MONAI, TotalSegmentator), without the network.
@@ -97,6 +99,7 @@ def repair_command(
         if not priors:
             raise TopofixError("repair needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
         check_reports([json_file, csv_file, *([html_file] if html else [])], overwrite, skip_existing)
+        masks = options.parse_mask_format(output_format, labels)
     except (TopofixError, ValueError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None
@@ -113,7 +116,7 @@ def repair_command(
                               save_original=save_original or html, save_probabilities=save_probabilities,
                               resume=skip_existing, overwrite=overwrite, on_start=progress.start,
                               on_case=progress.case, on_step=progress.step, shard=shard_part, workers=workers, threads=threads,
-            cluster=cluster)
+            cluster=cluster, output_format=masks.format, labels=masks.label_table or None)
     except (TopofixError, ValueError) as error:
         progress.close()
         print_error(str(error))

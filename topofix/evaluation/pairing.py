@@ -141,9 +141,24 @@ def file_cases(specs: list[Any], gt: Any, baseline: Any, report: EvaluationRepor
             report.errors.append(EvaluationFailure(item.path, str(item.error)))
             continue
         name = os.path.basename(item.path)
-        cases.append(Case(item.path, os.path.join(gt_dir, name),
-                          None if base_dir is None else os.path.join(base_dir, name)))
+        cases.append(Case(item.path, paired_path(gt_dir, name), None if base_dir is None else paired_path(base_dir, name)))
     return cases
 
 
-__all__ = ["Case", "array_cases", "as_list", "file_cases", "geometry_mismatch", "load_pair", "read_mask"]
+def paired_path(folder: str, name: str) -> str:
+    """``folder/name``; when there is no such file, the one mask of ``folder`` with the same stem in
+    another format (a DICOM-SEG ``case_01.dcm`` against a NIfTI ``case_01.nii.gz``, or back)."""
+    from topofix.outputs import split_name
+
+    exact = os.path.join(folder, name)
+    if os.path.isfile(exact):
+        return exact
+    stem = split_name(name)[0]
+    try:
+        same = sorted(f for f in os.listdir(folder) if split_name(f)[1] and split_name(f)[0] == stem)
+    except OSError:
+        return exact
+    return os.path.join(folder, same[0]) if len(same) == 1 else exact
+
+
+__all__ = ["Case", "array_cases", "as_list", "file_cases", "geometry_mismatch", "load_pair", "paired_path", "read_mask"]

@@ -169,6 +169,10 @@ def read_mask(path: PathLike) -> Image:
     InputError
         Everything :func:`read_image` refuses, plus the cases above.
     """
+    from topofix.dicom_seg import is_seg_path, read_seg
+
+    if is_seg_path(path):  # a DICOM-SEG file (by its SOP Class UID): topofix.dicom_seg
+        return read_seg(path)
     f = open_checked(path)
     shown = f.shown
     # Colour channels are tolerated where the table says so (PNG: greyscale masks
