@@ -68,9 +68,10 @@ __all__ = [
 CHECKPOINT = "checkpoint_final.pth"
 INSTALL_HINT = "an nnU-Net model folder needs nnunetv2: install topofix[nnunet] (pip install 'topofix[nnunet]')"
 CONVERT_HINT = (
-    "if you trust the file, keep its plain parts: python -c \"import torch; p='CHECKPOINT'; "
-    "c=torch.load(p, weights_only=False); torch.save({k: c[k] for k in ('network_weights', 'trainer_name', "
-    "'init_args', 'inference_allowed_mirroring_axes') if k in c}, p)\""
+    "if you trust the file, keep only what inference needs: python -c \"import torch; p='CHECKPOINT'; "
+    "c=torch.load(p, weights_only=False); torch.save({'network_weights': c['network_weights'], "
+    "'trainer_name': c['trainer_name'], 'init_args': {'configuration': c['init_args']['configuration']}, "
+    "'inference_allowed_mirroring_axes': c.get('inference_allowed_mirroring_axes')}, p)\""
 )
 
 
