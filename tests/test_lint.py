@@ -35,7 +35,7 @@ def test_ruff_finds_nothing():
 TYPED = [
     "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/errors.py",
     "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
-    "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
+    "topofix/models/adam.py", "topofix/models/nnunet.py", "topofix/outputs.py", "topofix/threads.py",
 ]
 
 
