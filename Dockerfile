@@ -14,7 +14,7 @@
 #   TORCH_INDEX_URL  base URL of the PyTorch wheel index (or a mirror with the same layout);
 #                    <URL>/<TORCH_VARIANT> is searched for torch. Empty: no extra index.
 #   WITH_NNUNET      1: also install the nnunet extra (nnunetv2), for -m with an nnU-Net v2
-#                    trained-model folder (README "You have an nnU-Net model"); adds ~0.5 GB  [0]
+#                    trained-model folder (README "You have an nnU-Net model"); adds ~350 MB  [0]
 # Offline or without access to download.pytorch.org, give the torch wheel from a local folder:
 #   docker buildx build --build-context torch-wheels=DIR --build-arg TORCH_INDEX_URL= .
 # Behind a TLS-intercepting proxy, give pip its CA bundle (a build secret: not kept in the image):
