@@ -247,7 +247,7 @@ def test_correct_closes_a_broken_ring_in_the_inputs_geometry(models, tmp_path):
     oracle = _nnunet_oracle(models["2d"], path, tmp_path / "oracle", tta=False)
     assert np.array_equal(original, sitk.GetArrayFromImage(oracle))
     report = json.loads((tmp_path / "fixed" / "topofix_report.json").read_text())
-    case = report["cases"][0]["result"]
+    case = report["cases"][0]
     assert case["met_before"] is False and case["met_after"] is True
 
 
@@ -267,3 +267,26 @@ def test_a_model_folder_with_a_foreign_type_in_a_checkpoint_is_refused(models, t
     text = _one_line_error(runner.invoke(app, ["predict", str(image), "-m", str(folder), "-o", str(tmp_path / "o")]))
     assert str(checkpoint) in text and "open" in text
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@needs_nnunet
+def test_the_network_correct_fine_tunes_is_nnunets_fold_ensemble_with_mirroring(models):
+    """Step 0 of correct: the module topofix trains gives nnU-Net's logits (mean of the folds, each
+    averaged over its mirrorings) on a preprocessed patch."""
+    from topofix.models.nnunet import NnUNetSelection, _ensemble_module, load_nnunet
+
+    model = load_nnunet(models["3d"], NnUNetSelection(), device="cpu")
+    assert model.folds == ["0", "1"] and model.mirror_axes == (0, 1, 2)
+    patch = tuple(model.configuration_manager.patch_size)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, *patch)).astype(np.float32))
+    with torch.no_grad():
+        ours = _ensemble_module(model, mirror=True)(x[None])[0]
+    # nnU-Net's own code; it accumulates the windows' logits in float16
+    oracle = model.predictor().predict_logits_from_preprocessed_data(x).float()
+    tolerance = 2e-3 * float(oracle.abs().max()) + 1e-3
+    assert torch.allclose(ours, oracle, atol=tolerance), float((ours - oracle).abs().max())
+    one = load_nnunet(models["3d"], NnUNetSelection(folds=("1",)), device="cpu")
+    with torch.no_grad():
+        assert not torch.allclose(_ensemble_module(one, mirror=True)(x[None])[0], oracle, atol=tolerance)
+        assert not torch.allclose(_ensemble_module(model, mirror=False)(x[None])[0], oracle, atol=tolerance)

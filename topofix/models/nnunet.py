@@ -36,7 +36,9 @@ without it, :func:`require_nnunetv2` raises "install topofix[nnunet]".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -281,10 +283,12 @@ class NnUNetModel:
             import torch
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-            predictor = nnUNetPredictor(tile_step_size=self.selection.tile_step_size, use_gaussian=True,
-                                        use_mirroring=self.selection.tta, perform_everything_on_device=torch.device(self.device).type == "cuda",
-                                        device=torch.device(self.device), verbose=False,
-                                        verbose_preprocessing=False, allow_tqdm=False)
+            on_gpu = torch.device(self.device).type == "cuda"
+            with _quiet():
+                predictor = nnUNetPredictor(tile_step_size=self.selection.tile_step_size, use_gaussian=True,
+                                            use_mirroring=self.selection.tta, perform_everything_on_device=on_gpu,
+                                            device=torch.device(self.device), verbose=False,
+                                            verbose_preprocessing=False, allow_tqdm=False)
             network = _build_network(self)
             predictor.manual_initialization(network.to(self.device), self.plans_manager, self.configuration_manager,
                                             self.parameters, self.dataset_json, self.trainer_name, self.mirror_axes)
@@ -392,6 +396,13 @@ def model_sha256(model_path: str | os.PathLike[str], selection: NnUNetSelection 
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet():
+    """nnU-Net prints progress and notes on stdout (where topofix writes its summary): discard them."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def _first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:200]
 
@@ -403,8 +414,9 @@ def preprocess(model: NnUNetModel, image_path: str | os.PathLike[str]) -> tuple[
     """nnU-Net's preprocessing of one single-channel case: ``(data (C, *spatial) float32, properties)``."""
     preprocessor = model.configuration_manager.preprocessor_class(verbose=False)
     try:
-        data, _, properties = preprocessor.run_case([os.fspath(image_path)], None, model.plans_manager,
-                                                    model.configuration_manager, model.dataset_json)
+        with _quiet():
+            data, _, properties = preprocessor.run_case([os.fspath(image_path)], None, model.plans_manager,
+                                                        model.configuration_manager, model.dataset_json)
     except Exception as exc:
         raise InputError(image_path, f"nnU-Net's preprocessing failed ({_first_line(exc)})") from None
     return np.ascontiguousarray(data, dtype=np.float32), properties
@@ -413,9 +425,10 @@ def preprocess(model: NnUNetModel, image_path: str | os.PathLike[str]) -> tuple[
 def _export(model: NnUNetModel, logits: Any, properties: dict[str, Any], probabilities: bool):
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
-    return convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, model.plans_manager, model.configuration_manager, model.label_manager, properties,
-        return_probabilities=probabilities)
+    with _quiet():
+        return convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, model.plans_manager, model.configuration_manager, model.label_manager, properties,
+            return_probabilities=probabilities)
 
 
 def _to_reader_layout(array: np.ndarray, image_ndim: int) -> np.ndarray:
@@ -443,8 +456,9 @@ def nnunet_predict(model: NnUNetModel, image_path: str | os.PathLike[str], *, im
 
     data, properties = preprocess(model, image_path)
     predictor = model.predictor()
-    logits = predictor.predict_logits_from_preprocessed_data(
-        torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format)).cpu().numpy()
+    with _quiet():
+        logits = predictor.predict_logits_from_preprocessed_data(
+            torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format)).cpu().numpy()
     if not np.isfinite(logits).all():
         raise InputError(image_path, "the nnU-Net network's output contains NaN or Inf (no mask written)")
     exported = _export(model, logits, properties, probabilities)
