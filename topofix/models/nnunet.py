@@ -44,7 +44,7 @@ import json
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -539,7 +539,7 @@ def nnunet_correct(model: NnUNetModel, image_path: str | os.PathLike[str], prior
     from topofix.assessment import assess
     from topofix.checking import SLICE_AXES
     from topofix.correction import CorrectionSettings, correct
-    from topofix.map_repair import repair as map_repair
+    from topofix.map_repair import map_settings, repair as map_repair
     from topofix.models.contract import ModelContract
     from topofix.priors import target_priors
 
@@ -554,8 +554,7 @@ def nnunet_correct(model: NnUNetModel, image_path: str | os.PathLike[str], prior
     transpose = list(model.plans_manager.transpose_forward)
     inner_slice: str | None = None
     if image_ndim == 2:
-        if per_slice is not None:
-            raise InputError(image_path, "--per-slice on a 2D image")
+        per_slice = None  # as predict and correct do for a 2D image in a batch of stacks
         volume = volume[0]
     elif dims == 2:
         # nnU-Net runs a 2D configuration on the slices along its axis 0 (original axis transpose[0])
@@ -591,12 +590,19 @@ def nnunet_correct(model: NnUNetModel, image_path: str | os.PathLike[str], prior
     report = result.report
     if report.met_after and not all(u.met for u in units1.values()):
         # resampling to the input's spacing broke what the corrected mask met: repair it there
-        fixed = map_repair(prob1, prior_list, labels=labels1, settings=replace(settings, repair=True),
-                           per_slice=per_slice, path=os.fspath(image_path))
-        labels1, prob1 = fixed.labels, fixed.probabilities
+        # (the map's own settings: correct's learning rate is for network weights, not logits)
+        repair_settings = map_settings(connectivity=settings.connectivity, threshold=settings.threshold,
+                                       evidence_floor=settings.evidence_floor, seed=settings.seed)
+        fixed = map_repair(prob1, prior_list, labels=labels1, settings=repair_settings, per_slice=per_slice,
+                           path=os.fspath(image_path))
+        changed = int(np.count_nonzero(fixed.labels != labels1))
+        labels1, prob1 = fixed.labels, fixed.probabilities.astype(np.float32)
         units1 = assess(labels1, prior_list, connectivity=settings.connectivity, per_slice=per_slice)
+        report.repaired = report.repaired or changed > 0
+        report.repair_changed += changed
+        report.repair_actions += fixed.report.repair_actions
         report.warnings.append("resampling to the input's spacing broke the corrected mask's topology; "
-                               "repaired in the input's geometry")
+                               f"repaired on the exported probabilities in the input's geometry ({changed} voxels)")
     _rejudge(report, prior_list, units0, units1, labels0, labels1)
     result.labels, result.probabilities = labels1, prob1
     result.original_labels, result.original_probabilities = labels0, prob0
