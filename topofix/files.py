@@ -161,7 +161,8 @@ def _network(path: str, sha256: str, device: Any, nnunet: Any = None):
     from topofix.errors import InputError
     from topofix.models.loading import load_model
 
-    key = (path, sha256, str(device))
+    # an nnU-Net model's run options (mirroring, step) live in the loaded model: part of the key
+    key = (path, sha256 if nnunet is None else f"{sha256}:{nnunet.tta}:{nnunet.tile_step_size}", str(device))
     module = _NETWORKS.get(key)
     if module is None:
         if sha256 and _model_identity(path, nnunet)[1] != sha256:
