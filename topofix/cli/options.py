@@ -238,7 +238,7 @@ Checkpoint = Annotated[
     typer.Option(
         "--checkpoint",
         metavar="FILE",
-        help="Checkpoint file name in each fold folder [default: checkpoint_final.pth].",
+        help="Checkpoint file name in each fold folder (default: checkpoint_final.pth; nnU-Net also writes checkpoint_best.pth).",
         show_default=False,
         rich_help_panel=NNUNET_PANEL,
     ),
