@@ -317,3 +317,27 @@ def test_correct_with_resampling_reports_the_masks_as_written(models, tmp_path):
         betti = [ndimage.label(mask, eight)[1], ndimage.label(~mask)[1] - 1]
         assert case["priors"][0][key] == [betti]
     assert case["met_after"] is True and case["priors"][0]["betti_after"] == [[1, 1]]
+
+
+@pytest.mark.slow
+@needs_nnunet
+def test_a_2d_configuration_corrects_every_slice_of_a_stack(models, tmp_path):
+    """nnU-Net runs a 2D configuration on the slices along its first axis: correct does too, and judges
+    the prior per slice there; another --per-slice axis is a one-line error for that scan."""
+    from scipy import ndimage
+
+    volume = np.stack([cm.ring_scene(gap=g, gap_half_width=2.0, seed=3 + i)[1]
+                       for i, g in enumerate((None, 0.5, 0.45))])
+    path = _write(tmp_path / "stack.nii.gz", volume, (1.0, 1.0, 3.0), (0.0, 0.0, 0.0))
+    result = runner.invoke(app, ["correct", str(path), "-m", str(models["2d"]), "-o", str(tmp_path / "fixed"),
+                                 "-p", "1=1,1", "--device", "cpu", "--disable-tta"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    fixed_image = sitk.ReadImage(str(tmp_path / "fixed" / "stack.nii.gz"))
+    _same_geometry(fixed_image, sitk.ReadImage(str(path)))
+    for plane in sitk.GetArrayFromImage(fixed_image):
+        assert (ndimage.label(plane == 1, np.ones((3, 3)))[1], ndimage.label(plane != 1)[1]) == (1, 2)
+    result = runner.invoke(app, ["correct", str(path), "-m", str(models["2d"]), "-o", str(tmp_path / "x"),
+                                 "-p", "1=1,1", "--per-slice", "x", "--device", "cpu"])
+    assert result.exit_code == 2
+    case = json.loads((tmp_path / "x" / "topofix_report.json").read_text())["cases"][0]
+    assert "use --per-slice z" in case["error"] and len(case["error"].splitlines()) == 1
