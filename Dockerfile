@@ -13,6 +13,8 @@
 #                    pypi: the plain PyPI wheel (a CUDA 13 build on Linux x86_64, several GB)
 #   TORCH_INDEX_URL  base URL of the PyTorch wheel index (or a mirror with the same layout);
 #                    <URL>/<TORCH_VARIANT> is searched for torch. Empty: no extra index.
+#   WITH_NNUNET      1: also install the nnunet extra (nnunetv2), for -m with an nnU-Net v2
+#                    trained-model folder (README "You have an nnU-Net model"); adds ~350 MB  [0]
 # Offline or without access to download.pytorch.org, give the torch wheel from a local folder:
 #   docker buildx build --build-context torch-wheels=DIR --build-arg TORCH_INDEX_URL= .
 # Behind a TLS-intercepting proxy, give pip its CA bundle (a build secret: not kept in the image):
@@ -33,6 +35,7 @@ FROM ${BASE_IMAGE} AS builder
 
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl
+ARG WITH_NNUNET=0
 
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -69,7 +72,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # The dependencies, from the project's own metadata (with the dicom extra: highdicom and pydicom,
 # for DICOM-SEG output), torch kept at its pin; onnx2torch without
-# its dependencies (it asks for torchvision, which topofix does not need). Only the metadata
+# its dependencies (it asks for torchvision, which topofix does not need). WITH_NNUNET=1 adds the
+# nnunet extra here: nnunetv2 and its dependencies, torch still at the pin (the registry's
+# torchvision it brings along is never imported by the nnU-Net code topofix runs). Only the metadata
 # is copied for this (pyproject.toml, the version module it reads, an empty README), so the
 # layer is rebuilt when pyproject.toml or constraints.txt change, not at every source edit.
 # The stub package it installs is replaced by the real one in the runtime stage.
@@ -80,7 +85,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     touch README.md; \
-    pip install -c constraints.txt ".[dicom]" \
+    extras="dicom"; \
+    case "$WITH_NNUNET" in 1) extras="dicom,nnunet" ;; 0) ;; *) echo "WITH_NNUNET must be 0 or 1" >&2; exit 1 ;; esac; \
+    pip install -c constraints.txt ".[$extras]" \
     && pip install -c constraints.txt --no-deps onnx2torch
 
 # The topofix wheel, from the full source.

@@ -48,6 +48,7 @@ TYPED = [
     "topofix/io/__init__.py", "topofix/io/checked.py", "topofix/io/formats.py", "topofix/io/geometry.py",
     "topofix/io/labels.py", "topofix/io/metaimage.py", "topofix/io/nifti.py", "topofix/io/nrrd.py",
     "topofix/io/png.py", "topofix/io/read.py", "topofix/io/sitk_errors.py", "topofix/io/write.py",
+    "topofix/models/adam.py", "topofix/models/nnunet.py", "topofix/outputs.py", "topofix/threads.py",
 ]
 
 

@@ -38,8 +38,10 @@ class Inference:
     """How the network runs on a scan, built once and passed as one value.
 
     ``contract``: a :class:`topofix.models.contract.ModelContract` (normalisation,
-    activation, pad multiple; ``None``: detected). The rest as in
-    :func:`topofix.predict`.
+    activation, pad multiple; ``None``: detected). ``nnunet``: a
+    :class:`topofix.models.nnunet.NnUNetSelection` (folds, configuration,
+    checkpoint) for an nnU-Net model folder, whose own plans then decide the
+    rest. The rest as in :func:`topofix.predict`.
     """
 
     contract: Any = None
@@ -48,22 +50,47 @@ class Inference:
     overlap: float = 0.5
     device: str = "auto"
     threshold: float = 0.5
+    nnunet: Any = None
 
     def describe(self) -> dict[str, Any]:
         contract = None if self.contract is None else dataclasses.asdict(self.contract)
-        return {"contract": contract, "per_slice": self.per_slice,
+        extra = {} if self.nnunet is None else {"nnunet": self.nnunet.describe()}
+        return {**extra, "contract": contract, "per_slice": self.per_slice,
                 "patch_size": None if self.patch_size is None else list(self.patch_size),
                 "overlap": self.overlap, "device": self.device, "threshold": self.threshold}
 
 
-def _load(model: Any, device: str):
-    """(module, path or None, warnings, resolved device) of a path, a LoadedModel or a module."""
+def _is_nnunet(model: Any) -> bool:
+    """An nnU-Net model folder (path) or a loaded :class:`topofix.models.nnunet.NnUNetModel`."""
+    if isinstance(model, (str, os.PathLike)):
+        from topofix.models.nnunet import is_nnunet_folder
+
+        return is_nnunet_folder(model)
+    return getattr(model, "kind", None) == "nnunet"
+
+
+def _load(model: Any, device: str, nnunet: Any = None):
+    """(module, path or None, warnings, resolved device) of a path, a LoadedModel or a module; an
+    nnU-Net model folder gives its :class:`topofix.models.nnunet.NnUNetModel` as the module."""
     import warnings
 
     from topofix.models.inference import resolve_device
     from topofix.models.loading import LoadedModel, load_model
 
     dev = resolve_device(device)
+    if nnunet is not None and not _is_nnunet(model):
+        from topofix.errors import InputError
+
+        raise InputError(os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<model>",
+                         "--folds, --configuration, --checkpoint and --disable-tta apply to nnU-Net model folders "
+                         "only (a folder with plans.json and dataset.json)")
+    if _is_nnunet(model) and isinstance(model, (str, os.PathLike)):
+        from topofix.models.nnunet import load_nnunet
+
+        loaded_nn = load_nnunet(model, nnunet, device=dev)
+        return loaded_nn, os.fspath(model), list(loaded_nn.warnings), dev
+    if _is_nnunet(model):
+        return model, model.path, list(model.warnings), dev
     if isinstance(model, (str, os.PathLike)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -72,6 +99,29 @@ def _load(model: Any, device: str):
     if isinstance(model, LoadedModel):
         return model.module, model.path, list(model.warnings), dev
     return model, None, [], dev
+
+
+def _nnunet_ignored(inference: Inference) -> list[str]:
+    """Options an nnU-Net model ignores (its plans decide them), as one warning."""
+    import dataclasses as dc
+
+    from topofix.models.contract import ModelContract
+
+    ignored = []
+    contract = inference.contract
+    if contract is not None:
+        default = ModelContract()
+        for name, flag in (("normalize", "--normalize"), ("activation", "--activation"),
+                           ("pad_multiple", "--pad-multiple")):
+            if getattr(contract, name) != getattr(default, name) and dc.is_dataclass(contract):
+                ignored.append(flag)
+    if inference.patch_size is not None:
+        ignored.append("--patch-size")
+    if inference.overlap != 0.5:
+        ignored.append("--overlap")
+    if not ignored:
+        return []
+    return [f"{', '.join(ignored)} ignored: the nnU-Net plans decide normalisation, patch size and the rest"]
 
 
 def _check_finite(probabilities, path: str) -> None:
@@ -94,21 +144,36 @@ _NETWORKS: dict[tuple[str, str, str], Any] = {}
 """(model path, sha256, device) -> loaded module, in a process that received runners without one."""
 
 
-def _network(path: str, sha256: str, device: Any):
+def _model_identity(path: str | None, nnunet: Any = None) -> tuple[str, str]:
+    """(path, sha256) of the model: a file's content hash, or for an nnU-Net folder the hash of its plans,
+    dataset.json and the checkpoints used (:func:`topofix.models.nnunet.model_sha256`)."""
+    if path is not None and _is_nnunet(path):
+        from topofix.models.nnunet import model_sha256
+
+        return os.fspath(path), model_sha256(path, nnunet)
+    return model_identity(path)
+
+
+def _network(path: str, sha256: str, device: Any, nnunet: Any = None):
     """The network at ``path`` on ``device``, loaded once per process; the file must still be the one
     the batch was started with (a worker on another machine reads it through the shared file system)."""
     import warnings
 
     from topofix.errors import InputError
-    from topofix.journal import file_sha256
     from topofix.models.loading import load_model
 
-    key = (path, sha256, str(device))
+    # an nnU-Net model's run options (mirroring, step) live in the loaded model: part of the key
+    key = (path, sha256 if nnunet is None else f"{sha256}:{nnunet.tta}:{nnunet.tile_step_size}", str(device))
     module = _NETWORKS.get(key)
     if module is None:
-        if sha256 and file_sha256(path) != sha256:
+        if sha256 and _model_identity(path, nnunet)[1] != sha256:
             raise InputError(path, "is not the model file the batch was started with (changed, or another "
                                    "file at that path on this worker)")
+        if _is_nnunet(path):
+            from topofix.models.nnunet import load_nnunet
+
+            module = _NETWORKS[key] = load_nnunet(path, nnunet, device=device)
+            return module
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = _NETWORKS[key] = load_model(path, device=str(device)).module
@@ -133,7 +198,7 @@ class _NetworkRunner:
             return self.module, dev
         if self.model_path is None:
             raise ValueError("this runner has no network (an in-memory model cannot leave its process)")
-        return _network(self.model_path, self.model_sha256, dev), dev
+        return _network(self.model_path, self.model_sha256, dev, self.inference.nnunet), dev
 
     def portable(self):
         """This runner without the in-memory network and callbacks, for another process or machine."""
@@ -156,6 +221,36 @@ class _NetworkRunner:
         self.__dict__.update(state)
 
 
+def _same_grid(labels: Any, image: Any, input_path: str) -> None:
+    """nnU-Net's reader must see the voxel grid topofix's reader sees (the mask takes the input's geometry)."""
+    from topofix.errors import InputError
+
+    if tuple(labels.shape) != tuple(image.array.shape):
+        raise InputError(input_path, f"nnU-Net's reader gives a {tuple(labels.shape)} grid, topofix's a "
+                                     f"{tuple(image.array.shape)} one (a reorienting image reader?): not supported")
+
+
+def _nnunet_predict(model: Any, input_path: str, image: Any, plan: CaseOutputs, may_overwrite: bool,
+                    written: list[Path], save_probabilities: bool, masks: MaskFormat) -> dict[str, Any]:
+    """One ``predict`` case with an nnU-Net model: nnUNetv2_predict's label map, written by topofix."""
+    import numpy as np
+
+    from topofix.io import write_image
+    from topofix.models.nnunet import nnunet_predict
+
+    pred = nnunet_predict(model, input_path, image_ndim=image.array.ndim, probabilities=save_probabilities)
+    _same_grid(pred.labels, image, input_path)
+    written.append(masks.write(plan.mask, pred.labels, image, may_overwrite))
+    if pred.probabilities is not None:
+        for label, channel in enumerate(pred.probabilities):
+            written.append(write_image(plan.probability(label), channel, reference=image, overwrite=may_overwrite))
+    folds = ",".join(model.folds)
+    return {"labels_present": [int(v) for v in np.unique(pred.labels)], "warnings": pred.warnings,
+            "contract": f"nnU-Net {model.configuration} (folds {folds}, {model.trainer_name}; nnU-Net's "
+                        f"preprocessing, sliding window{' with mirroring' if model.selection.tta else ''} and export)",
+            "activation": "softmax", "channels": int(model.label_manager.num_segmentation_heads)}
+
+
 @dataclass(frozen=True)
 class PredictRunner(_NetworkRunner):
     """One ``predict`` case: segment, write the mask (and probability maps)."""
@@ -172,6 +267,9 @@ class PredictRunner(_NetworkRunner):
         module, dev = self.network()
         inference = self.inference
         image = read_image(input_path)
+        if _is_nnunet(module):
+            return _nnunet_predict(module, input_path, image, plan, may_overwrite, written, self.save_probabilities,
+                                   self.masks)
         pred = predict(image, module, contract=inference.contract, per_slice=inference.per_slice,
                        patch_size=inference.patch_size, overlap=inference.overlap, device=dev,
                        threshold=inference.threshold)
@@ -207,9 +305,18 @@ class CorrectRunner(_NetworkRunner):
         inference, on_step = self.inference, self.on_step
         image = read_image(input_path)
         step = None if on_step is None else (lambda k, topo, sim: on_step(input_path, k, topo, sim))
-        result = correct(image, module, list(self.priors), settings=self.settings, contract=inference.contract,
-                         per_slice=inference.per_slice, patch_size=inference.patch_size,
-                         overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
+        if _is_nnunet(module):
+            from topofix.models.nnunet import nnunet_correct
+
+            result = nnunet_correct(module, input_path, list(self.priors), image_ndim=image.array.ndim,
+                                    settings=self.settings, per_slice=inference.per_slice, device=dev,
+                                    callback=step)
+            _same_grid(result.labels, image, input_path)
+            inference = dataclasses.replace(inference, contract=None)
+        else:
+            result = correct(image, module, list(self.priors), settings=self.settings, contract=inference.contract,
+                             per_slice=inference.per_slice, patch_size=inference.patch_size,
+                             overlap=inference.overlap, device=str(dev), path=input_path, callback=step)
         written.append(self.masks.write(plan.mask, result.labels, image, may_overwrite))
         if self.save_original:
             written.append(self.masks.write(plan.original, result.original_labels, image, may_overwrite))
@@ -300,8 +407,10 @@ def predict_files(
     """
     masks = mask_format(output_format, labels)
     inference = inference or Inference()
-    module, path, model_warnings, dev = _load(model, inference.device)
-    mpath, sha = model_identity(path)
+    module, path, model_warnings, dev = _load(model, inference.device, inference.nnunet)
+    mpath, sha = _model_identity(path, inference.nnunet)
+    if _is_nnunet(module):
+        model_warnings += _nnunet_ignored(inference)
     run = RunInfo("predict", mpath, sha, [], {"inference": inference.describe(),
                                                 "save_probabilities": save_probabilities, **_described(masks)})
     process = PredictRunner(path, sha, inference, str(dev), module, save_probabilities=save_probabilities,
@@ -350,8 +459,10 @@ def correct_files(
     if inference.threshold != settings.threshold:
         settings = dataclasses.replace(settings, threshold=inference.threshold)
     prior_list = target_priors(priors, "correct")
-    module, path, model_warnings, dev = _load(model, inference.device)
-    mpath, sha = model_identity(path)
+    module, path, model_warnings, dev = _load(model, inference.device, inference.nnunet)
+    mpath, sha = _model_identity(path, inference.nnunet)
+    if _is_nnunet(module):
+        model_warnings += _nnunet_ignored(inference)
     run = RunInfo("correct", mpath, sha, [p.spec for p in prior_list],
                   {**dataclasses.asdict(settings), "inference": inference.describe(),
                    "save_original": save_original, "save_probabilities": save_probabilities, **_described(masks)})

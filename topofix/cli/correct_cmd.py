@@ -121,6 +121,10 @@ def correct_command(
     patch_size: options.PatchSize = None,
     overlap: options.Overlap = 0.5,
     device: options.Device = options.DeviceChoice.auto,
+    folds: options.Folds = None,
+    configuration: options.Configuration = None,
+    checkpoint: options.Checkpoint = None,
+    disable_tta: options.DisableTta = False,
     save_original: Annotated[bool, typer.Option("--save-original", help="Also write the uncorrected prediction, <stem>_original<ext>.", rich_help_panel="Outputs")] = False,
     save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write the corrected probabilities, <stem>_prob<L><ext> (the fine-tuned network's; the repair stage changes the labels only).", rich_help_panel="Outputs")] = False,
     html: Annotated[bool, typer.Option("--html", help="Also write DIR/topofix_report.html, a self-contained visual report (implies --save-original).", rich_help_panel="Outputs")] = False,
@@ -163,6 +167,7 @@ def correct_command(
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
         masks = options.parse_mask_format(output_format, labels)
+        nnunet = options.nnunet_selection(folds, configuration, checkpoint, disable_tta)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
         check_reports([json_file, csv_file, *([html_file] if html else [])], overwrite, skip_existing)
@@ -181,7 +186,7 @@ def correct_command(
     inference = Inference(
         contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=multiple),
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
-        device=device.value, threshold=threshold_value,
+        device=device.value, threshold=threshold_value, nnunet=nnunet,
     )
     set_threads(threads, workers=workers)
     progress = BatchProgress("correct", quiet)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -100,9 +100,10 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        metavar="FILE",
-        help="The trained segmentation network: a TorchScript file (torch.jit.save; scripted or traced) "
-        "or an ONNX file.",
+        metavar="FILE|FOLDER",
+        help="The trained segmentation network: a TorchScript file (torch.jit.save; scripted or traced), "
+        "an ONNX file, or an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_X/; needs "
+        "topofix[nnunet]).",
         show_default=False,
         rich_help_panel=MODEL_PANEL,
     ),
@@ -181,6 +182,66 @@ Device = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+
+
+NNUNET_PANEL = "nnU-Net model (-m FOLDER)"
+Folds = Annotated[
+    Optional[str],
+    typer.Option(
+        "--folds",
+        metavar="F[,F...]",
+        help="nnU-Net folds to use (numbers or all), averaged as nnUNetv2_predict does. Default: every "
+        "fold_X folder with the checkpoint.",
+        show_default=False,
+        rich_help_panel=NNUNET_PANEL,
+    ),
+]
+Configuration = Annotated[
+    Optional[str],
+    typer.Option(
+        "--configuration",
+        metavar="NAME",
+        help="nnU-Net configuration (2d, 3d_fullres...): picks the trainer__plans__NAME folder when -m is "
+        "a dataset's results folder.",
+        show_default=False,
+        rich_help_panel=NNUNET_PANEL,
+    ),
+]
+Checkpoint = Annotated[
+    Optional[str],
+    typer.Option(
+        "--checkpoint",
+        metavar="FILE",
+        help="Checkpoint file name in each fold folder (default: checkpoint_final.pth; nnU-Net also writes checkpoint_best.pth).",
+        show_default=False,
+        rich_help_panel=NNUNET_PANEL,
+    ),
+]
+DisableTta = Annotated[
+    bool,
+    typer.Option("--disable-tta", help="nnU-Net models: no mirroring test-time augmentation (faster; "
+                 "nnUNetv2_predict --disable_tta).", rich_help_panel=NNUNET_PANEL),
+]
+
+
+def nnunet_selection(folds: str | None, configuration: str | None, checkpoint: str | None,
+                     disable_tta: bool) -> Any:
+    """The nnU-Net options as a :class:`topofix.models.nnunet.NnUNetSelection`; ``None`` when none is given."""
+    if folds is None and configuration is None and checkpoint is None and not disable_tta:
+        return None
+    from topofix.errors import TopofixError
+    from topofix.models.nnunet import CHECKPOINT, NnUNetSelection
+
+    fold_list = None
+    if folds is not None:
+        fold_list = tuple(f for f in folds.replace(",", " ").split() if f)
+        bad = [f for f in fold_list if not (f.isdigit() or f == "all")]
+        if not fold_list or bad:
+            raise TopofixError(f"--folds {folds}: expected fold numbers or 'all', separated by commas")
+    if checkpoint is not None and (not checkpoint or "/" in checkpoint or checkpoint in (".", "..")):
+        raise TopofixError(f"--checkpoint {checkpoint}: a file name inside each fold folder")
+    return NnUNetSelection(folds=fold_list, configuration=configuration, checkpoint=checkpoint or CHECKPOINT,
+                           tta=not disable_tta)
 
 
 def parse_patch_size(text: str | None) -> tuple[int, ...] | None:

@@ -65,6 +65,10 @@ def predict_command(
     patch_size: options.PatchSize = None,
     overlap: options.Overlap = 0.5,
     device: options.Device = options.DeviceChoice.auto,
+    folds: options.Folds = None,
+    configuration: options.Configuration = None,
+    checkpoint: options.Checkpoint = None,
+    disable_tta: options.DisableTta = False,
     threshold: Annotated[
         Optional[float],
         typer.Option("--threshold", metavar="P", help=options.THRESHOLD_HELP, show_default=False, rich_help_panel=options.MODEL_PANEL),
@@ -95,6 +99,7 @@ def predict_command(
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
         masks = options.parse_mask_format(output_format, labels)
+        nnunet = options.nnunet_selection(folds, configuration, checkpoint, disable_tta)
         if not 0.0 <= overlap < 1.0:
             raise TopofixError(f"--overlap {overlap}: must be in [0, 1)")
     except (TopofixError, ValueError) as error:
@@ -107,7 +112,7 @@ def predict_command(
     inference = Inference(
         contract=ModelContract(normalize=normalize.value, activation=activation.value, pad_multiple=multiple),
         per_slice=None if per_slice is None else per_slice.value, patch_size=patch, overlap=overlap,
-        device=device.value, threshold=threshold_value,
+        device=device.value, threshold=threshold_value, nnunet=nnunet,
     )
     set_threads(threads, workers=workers)
     progress = BatchProgress("predict", quiet)

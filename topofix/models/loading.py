@@ -285,6 +285,11 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.is_dir():
+        from topofix.models.nnunet import is_nnunet_folder
+
+        if is_nnunet_folder(path):
+            raise InputError(path, "an nnU-Net model folder: use topofix predict/correct -m FOLDER (or "
+                                   "topofix.predict_files/correct_files; topofix.models.nnunet.load_nnunet)")
         raise InputError(path, "is a folder, not a model file")
     suffix = path.suffix.lower()
     if suffix == ".pt2":
