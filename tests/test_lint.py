@@ -33,22 +33,20 @@ def test_ruff_finds_nothing():
 
 
 TYPED = [
-    "topofix/atomic.py", "topofix/batch.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/dicom_seg.py",
-    "topofix/errors.py", "topofix/mask_format.py",
-    "topofix/files.py", "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py",
-    "topofix/models/adam.py", "topofix/outputs.py", "topofix/threads.py",
-    "topofix/__init__.py", "topofix/_lazy.py", "topofix/assessment.py", "topofix/checking.py", "topofix/choices.py",
-    "topofix/evaluation/__init__.py", "topofix/evaluation/arrays.py", "topofix/evaluation/driver.py",
-    "topofix/evaluation/pairing.py", "topofix/evaluation/report.py", "topofix/evaluation/results.py",
-    "topofix/evaluation/statistics.py", "topofix/metrics/overlap.py", "topofix/models/__init__.py",
-    "topofix/slicing.py", "topofix/topology/connectivity.py",
-    "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
-    "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py",
-    "topofix/report_html.py",
+    "topofix/__init__.py", "topofix/_lazy.py", "topofix/assessment.py", "topofix/atomic.py", "topofix/batch.py",
+    "topofix/checking.py", "topofix/choices.py", "topofix/cluster.py", "topofix/dicom.py", "topofix/dicom_seg.py",
+    "topofix/errors.py", "topofix/evaluation/__init__.py", "topofix/evaluation/arrays.py",
+    "topofix/evaluation/driver.py", "topofix/evaluation/pairing.py", "topofix/evaluation/report.py",
+    "topofix/evaluation/results.py", "topofix/evaluation/statistics.py", "topofix/files.py",
     "topofix/io/__init__.py", "topofix/io/checked.py", "topofix/io/formats.py", "topofix/io/geometry.py",
     "topofix/io/labels.py", "topofix/io/metaimage.py", "topofix/io/nifti.py", "topofix/io/nrrd.py",
     "topofix/io/png.py", "topofix/io/read.py", "topofix/io/sitk_errors.py", "topofix/io/write.py",
-    "topofix/models/adam.py", "topofix/models/nnunet.py", "topofix/outputs.py", "topofix/threads.py",
+    "topofix/journal.py", "topofix/map_repair.py", "topofix/maps.py", "topofix/mask_format.py",
+    "topofix/metrics/overlap.py", "topofix/models/__init__.py", "topofix/models/adam.py",
+    "topofix/models/nnunet.py", "topofix/outputs.py", "topofix/report/__init__.py", "topofix/report/html.py",
+    "topofix/report/loading.py", "topofix/report/pictures.py", "topofix/report/views.py",
+    "topofix/report/volumes.py", "topofix/report_html.py", "topofix/slicing.py", "topofix/threads.py",
+    "topofix/topology/connectivity.py",
 ]
 
 

@@ -612,7 +612,7 @@ def nnunet_correct(model: NnUNetModel, image_path: str | os.PathLike[str], prior
 def _rejudge(report: Any, priors: Sequence[Any], units0: dict[Any, Any], units1: dict[Any, Any],
              labels0: np.ndarray, labels1: np.ndarray) -> None:
     """The report's per-prior outcome, measured on the masks as written (input geometry)."""
-    from topofix.correction import dice
+    from topofix.metrics.overlap import mean_label_dice as dice
 
     for outcome, prior in zip(report.priors, priors):
         keys = [u for u in units0 if u[0] == prior.name]
