@@ -316,3 +316,36 @@ def test_an_iterate_exactly_as_broken_as_the_start_is_eligible():
     assert report.chosen_step == 1  # the first step at the lowest objective
     np.testing.assert_array_equal(result.labels, broken)
     np.testing.assert_allclose(result.probabilities, torch.softmax(torch.as_tensor(closer), 0).numpy(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- connectivity
+
+
+def diamond(shape=(24, 24), centre=(12, 12), r=6) -> np.ndarray:
+    """A one-pixel-thin loop whose pixels touch only at corners: a ring in the default ("full")
+    connectivity (foreground 8-connected), whose inside, 4-connected, does not leak out."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.abs(yy - centre[0]) + np.abs(xx - centre[1]) == r
+
+
+def test_a_ring_closed_through_corners_meets_its_prior_and_is_left_alone():
+    """Judged by scipy's labelling, not by topofix: the loop is closed, so correct must say so and
+    not fine-tune (a background taken 8-connected, as the foreground, would see an open ring)."""
+    loop = diamond()
+    assert betti_2d(loop) == (1, 1)
+    result, model = run([logits(loop.astype(np.uint8), 2)] * 10, "1=1,1")
+    assert result.report.met_before and result.report.stop_reason == "already met" and model.calls == 1
+    np.testing.assert_array_equal(result.labels, loop)
+
+
+def test_the_loop_stops_when_a_thin_ring_closes():
+    """Step 1 closes a one-pixel gap of the thin ring: met there, returned, the loop stops."""
+    loop = diamond()
+    broken = loop.copy()
+    broken[6, 12] = False  # the top corner
+    assert betti_2d(broken) == (1, 0)
+    frames = [logits(broken.astype(np.uint8), 2)] + [logits(loop.astype(np.uint8), 2)] * 30
+    result, model = run(frames, "1=1,1")
+    assert result.report.stop_reason == "met" and result.report.met_after and result.report.chosen_step == 1
+    np.testing.assert_array_equal(result.labels, loop)
+    assert betti_2d(result.labels.astype(bool)) == (1, 1)
