@@ -26,6 +26,7 @@ from topofix.cli.app import app
 from topofix.errors import OutputError
 
 ROOT = Path(__file__).resolve().parent.parent
+REAL_REPLACE = os.replace  # taken once: a stand-in made while another is in place must not wrap it
 LABELS = ROOT / "sample_data" / "labels"
 runner = CliRunner()
 
@@ -41,12 +42,10 @@ def failing(name: str):
 
 def failing_for(names: set[str]):
     """``os.replace`` that fails only when moving onto one of ``names`` (masks still get written)."""
-    real = os.replace
-
     def replace(src, dst, *args, **kwargs):
         if os.path.basename(os.fspath(dst)) in names:
             raise OSError(28, "No space left on device")
-        return real(src, dst, *args, **kwargs)
+        return REAL_REPLACE(src, dst, *args, **kwargs)
 
     return replace
 
@@ -78,8 +77,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     target = tmp_path / "topofix_report.json"
     target.write_bytes(b"old report\n")
     monkeypatch.setattr(atomic.os, step, failing(step))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left") as info:
         atomic_write_bytes(target, b"new report, long enough to be half-written\n", overwrite=True)
+    assert str(info.value).startswith(f"{target}: ") and "\n" not in str(info.value)  # names the report
     assert target.read_bytes() == b"old report\n"
     assert listing(tmp_path) == {"topofix_report.json"}
 
@@ -87,7 +87,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
 @pytest.mark.parametrize("step", ["replace", "fsync"])
 def test_a_failed_first_write_leaves_nothing(tmp_path, monkeypatch, step):
     monkeypatch.setattr(atomic.os, step, failing(step))
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="r.json: could not be written"):
         atomic_write_text(tmp_path / "r.json", "{}")
     assert listing(tmp_path) == set()
 
@@ -176,7 +176,8 @@ def test_check_reports_survive_a_failed_rewrite(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "replace", failing_for({name}))
         result = runner.invoke(app, [*args, "--overwrite"])
         assert result.exit_code == 2, result.output
-        assert "No space left" in one_line_error(result)
+        line = one_line_error(result)
+        assert "No space left" in line and name in line
         assert {n: (out / n).read_bytes() for n in before} == before
         assert listing(out) == {"r.json", "r.csv"}
 
@@ -211,7 +212,8 @@ def test_batch_reports_and_html_survive_a_failed_rewrite(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "replace", failing_for({name}))
         _, result = repair_run(tmp_path, "--html", "--overwrite")
         assert result.exit_code == 2, result.output
-        assert "No space left" in one_line_error(result)
+        line = one_line_error(result)
+        assert "No space left" in line and name in line
         assert (out / name).read_bytes() == before, name  # (the reports written before it are the new run's)
         assert listing(out) == files_before, name  # no temporary left beside the reports
 
@@ -228,6 +230,7 @@ def test_html_report_command_survives_a_failed_rewrite(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", failing("replace"))
     result = runner.invoke(app, ["report", str(out), "-o", str(target), "--overwrite"])
     assert result.exit_code == 2, result.output
-    assert "No space left" in one_line_error(result)
+    line = one_line_error(result)
+    assert "No space left" in line and "page.html" in line
     assert target.read_bytes() == before
     assert listing(tmp_path) == {"in", "out", "page.html"}
