@@ -17,7 +17,7 @@ import pkgutil
 import topofix
 
 OPTIONAL = {"dask", "distributed"}  # extras (pip install topofix[distributed]); a module needing them is skipped
-MIN_EXAMPLES = 9  # examples found on 2026-11-29 (grep -c '>>>' would also count continuation-free lines)
+MIN_EXAMPLES = 9  # pytest --doctest-modules topofix found 9 docstrings with examples on 2026-11-29
 
 
 def _modules() -> list[str]:
