@@ -279,3 +279,73 @@ def test_repair_stage_finishes_what_fine_tuning_left_and_is_reported():
     assert any("closed loop" in a for a in report.repair_actions)
     result, _ = run([frame] * 10, "1=1,1", repair=False, evidence_floor=0.2, steps=5)
     assert not result.report.repaired and betti_2d(result.labels.astype(bool)) == (1, 0)
+
+
+# --------------------------------------------------------------------------- exact boundaries
+
+
+@pytest.mark.parametrize("floor, absent", [(0.5, False), (float(np.nextafter(0.5, 1.0)), True)])
+def test_evidence_exactly_at_the_floor_counts_as_evidence(floor, absent):
+    """The floor is inclusive: a structure whose highest probability equals the floor is corrected,
+    one a hair below it is absent. Equal softmax logits give exactly 0.5 (argmax: background)."""
+    frame = np.zeros((2, 24, 24), np.float32)
+    frame[1] = -4.0  # label 1 at p ~ 0.018 everywhere...
+    frame[1][ring(gap=True)] = 0.0  # ...and at exactly 0.5 on a broken ring (a tie: argmax gives background)
+    probability = torch.softmax(torch.as_tensor(frame), 0)[1].max()
+    assert float(probability) == 0.5
+    result, model = run([frame] * 10, "1=1,1", evidence_floor=floor, steps=3)
+    assert result.report.absent is absent
+    assert result.report.stop_reason == ("absent" if absent else "max steps")
+    assert model.calls == (1 if absent else 5)  # absent: the prediction only; else prediction + steps 0..3
+
+
+def test_an_iterate_exactly_as_broken_as_the_start_is_eligible():
+    """Never worse means *no higher* Betti error (``<=``), not lower: a later step with the same
+    broken mask and a lower objective (the gap's probability risen from 0.02 to 0.45, the loop's bar
+    longer) is kept, probabilities included. With a strict rule nothing but a fix would be eligible."""
+    broken = ring(gap=True)
+    gap = ring() & ~broken
+    start = logits(broken.astype(np.uint8), 2)
+    closer = start.copy()
+    closer[0][gap] = 0.2  # background still wins the gap (p(label 1) = 0.45): the same Betti numbers
+    closer[1][gap] = 0.0
+    assert betti_2d(np.argmax(closer, 0) == 1) == betti_2d(broken) == (1, 0)
+    result, _ = run([start] + [closer] * 30, "1=1,1", steps=5)
+    report = result.report
+    assert report.stop_reason == "max steps" and not report.met_after
+    assert report.chosen_step == 1  # the first step at the lowest objective
+    np.testing.assert_array_equal(result.labels, broken)
+    np.testing.assert_allclose(result.probabilities, torch.softmax(torch.as_tensor(closer), 0).numpy(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- connectivity
+
+
+def diamond(shape=(24, 24), centre=(12, 12), r=6) -> np.ndarray:
+    """A one-pixel-thin loop whose pixels touch only at corners: a ring in the default ("full")
+    connectivity (foreground 8-connected), whose inside, 4-connected, does not leak out."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.abs(yy - centre[0]) + np.abs(xx - centre[1]) == r
+
+
+def test_a_ring_closed_through_corners_meets_its_prior_and_is_left_alone():
+    """Judged by scipy's labelling, not by topofix: the loop is closed, so correct must say so and
+    not fine-tune (a background taken 8-connected, as the foreground, would see an open ring)."""
+    loop = diamond()
+    assert betti_2d(loop) == (1, 1)
+    result, model = run([logits(loop.astype(np.uint8), 2)] * 10, "1=1,1")
+    assert result.report.met_before and result.report.stop_reason == "already met" and model.calls == 1
+    np.testing.assert_array_equal(result.labels, loop)
+
+
+def test_the_loop_stops_when_a_thin_ring_closes():
+    """Step 1 closes a one-pixel gap of the thin ring: met there, returned, the loop stops."""
+    loop = diamond()
+    broken = loop.copy()
+    broken[6, 12] = False  # the top corner
+    assert betti_2d(broken) == (1, 0)
+    frames = [logits(broken.astype(np.uint8), 2)] + [logits(loop.astype(np.uint8), 2)] * 30
+    result, model = run(frames, "1=1,1")
+    assert result.report.stop_reason == "met" and result.report.met_after and result.report.chosen_step == 1
+    np.testing.assert_array_equal(result.labels, loop)
+    assert betti_2d(result.labels.astype(bool)) == (1, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -475,9 +474,7 @@ def hollow_sphere_with_hole(n: int = 16, hole: int = 3) -> np.ndarray:
 @pytest.mark.parametrize("connectivity", CONNECTIVITIES)
 def test_descent_closes_a_hole_in_a_3d_shell(connectivity):
     p0 = hollow_sphere_with_hole()
-    start = time.perf_counter()
-    history, p = descend(p0, (1, 0, 1), 50, connectivity)
-    assert time.perf_counter() - start < 10  # measured: 0.3 s
+    history, p = descend(p0, (1, 0, 1), 50, connectivity)  # no time limit here: numba compiles on a fresh clone
     assert history[0] == (1, 0, 0)
     assert history[-1] == (1, 0, 1)
     assert history.index((1, 0, 1)) <= 45  # measured: 29 (full), 31 (face)

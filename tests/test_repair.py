@@ -86,6 +86,21 @@ def test_gap_below_the_floor_is_left_open_and_reported():
     assert "no loop above the evidence floor 0.10" in result.per_prior[0].actions
 
 
+@pytest.mark.parametrize("floor, closed", [(0.25, True), (float(np.nextafter(0.25, 1.0)), False)])
+def test_a_gap_exactly_at_the_floor_is_closed(floor, closed):
+    """The floor is inclusive: a loop that exists at level 0.25 (the gap's probability, exact in
+    float32) is evidence at floor 0.25 and not at the next float above it."""
+    prob, labels, gap = broken_ring(0.25)
+    assert label_betti_2d(labels, "full") == (1, 0)
+    result = repair(prob, labels, [Prior((1, 1), (1,))], evidence_floor=floor)
+    if closed:
+        assert label_betti_2d(result.labels, "full") == (1, 1) and result.met
+        changed = result.labels != labels
+        assert changed.any() and (gap | ~changed).all()  # only gap pixels drawn
+    else:
+        assert result.labels.tobytes() == labels.tobytes() and result.changed == 0 and not result.met
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_2d_prior_always_met_when_the_loop_is_above_the_floor(seed):
     rng = np.random.default_rng(seed)

@@ -1,6 +1,8 @@
 """The HTML report in a real browser: headless Chromium renders it, loads every embedded
 image, and sorts the table from the URL. Skipped when Chromium is not installed
-(Debian: ``apt-get install chromium``).
+(Debian: ``apt-get install chromium``), and the skip is listed in pytest's summary
+(``-ra``); CI (``.ci/run``) installs it and sets ``TOPOFIX_REQUIRE_CHROMIUM=1``, under
+which a missing Chromium fails these tests instead of skipping them.
 
 The page's own script is what is tested: it sets ``<body data-images-loaded=N
 data-images-total=M>`` once the page has loaded (N counts images with ``complete &&
@@ -10,6 +12,7 @@ naturalWidth > 0``), and sorts the table on load from ``?sort=KEY`` / ``?sort=-K
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +22,12 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+REQUIRED = os.environ.get("TOPOFIX_REQUIRE_CHROMIUM") == "1"
+if CHROMIUM is None and REQUIRED:
+    pytest.fail("TOPOFIX_REQUIRE_CHROMIUM=1 but Chromium is not installed (apt-get install chromium): "
+                "the browser tests of the HTML report cannot run", pytrace=False)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: the browser tests of the "
+                                "HTML report did not run (apt-get install chromium)")
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 

@@ -39,6 +39,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
 
     ``verify(temporary_path)`` runs on the complete temporary file before it takes its final name
     (a DICOM-SEG is read back there); it raises to refuse the file, which is then removed.
+    Raises :class:`OutputError` naming ``path`` when it may not be replaced or the write fails
+    (the error of ``os.fsync`` names no file); the previous file, if any, is then left as it was.
     """
     target = refuse_existing(path, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +56,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
         if not overwrite and target.exists():  # appeared while we were writing
             raise OutputError(target, "already exists (use --overwrite to replace it)")
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, an I/O error: fsync's names no file, say which
+            raise OutputError(target, f"could not be written ({error.strerror or error})") from error
         raise
     return target
 

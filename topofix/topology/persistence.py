@@ -263,13 +263,14 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, dims: An
     workers = min(2, get_threads())
     with ThreadPoolExecutor(max_workers=workers) as pool:
         separate = pool.submit(separate_pass) if want_separate else None
-        components = pool.submit(red.components_pass, rank, order, grid, g) if want_components else None
+        # (not named `components`: separate_pass, running in the pool, calls the function of that name)
+        v_components = pool.submit(red.components_pass, rank, order, grid, g) if want_components else None
         if want_loops:
             bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
             chunks = [pool.submit(red.apparent_pass, rank, order, grid, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
             rest = np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
-        if components is not None:
-            negative, low_b, low_d, n0 = components.result()
+        if v_components is not None:
+            negative, low_b, low_d, n0 = v_components.result()
         if separate is not None:
             young, merge, n = separate.result()
     if want_loops:
