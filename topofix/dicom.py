@@ -176,6 +176,24 @@ def _read_dicom_series(path: str | os.PathLike[str]):
     from topofix.io import Geometry, Image
 
     shown = os.fspath(path)
+    folder, uid = _chosen_series(shown)
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
+    _check_slices(shown, files)
+    series = sitk.ImageSeriesReader()
+    series.SetFileNames(files)
+    try:
+        image = series.Execute()
+    except RuntimeError as exc:
+        raise InputError(shown, f"cannot read the series ({exception_line(exc, limit=160, mark=False)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(shown, "colour DICOM series are not supported")
+    array = sitk.GetArrayFromImage(image)
+    geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+    return Image(array, geometry, shown)
+
+
+def _chosen_series(shown: str) -> tuple[str, str]:
+    """``(folder, series UID)`` of a scan address (a folder, or ``folder`` + separator + UID)."""
     folder, sep, uid = shown.partition(SERIES_SEPARATOR) if SERIES_SEPARATOR in shown and not os.path.exists(shown) \
         else (shown, "", "")
     root = Path(folder)
@@ -190,7 +208,12 @@ def _read_dicom_series(path: str | os.PathLike[str]):
         uid = ids[0]
     elif uid not in ids:
         raise InputError(shown, f"no DICOM series {uid} in {folder}")
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(root), uid))
+    return str(root), uid
+
+
+def _check_slices(shown: str, files: list[str]) -> None:
+    """Refuse, in one line, a series SimpleITK would read silently wrong: a slice without position
+    or orientation, mixed orientations, duplicated or missing slices, uneven spacing."""
     positions, orientations = [], set()
     for name in files:
         reader = sitk.ImageFileReader()
@@ -208,26 +231,20 @@ def _read_dicom_series(path: str | os.PathLike[str]):
     if len(orientations) > 1:
         raise InputError(shown, f"mixed slice orientations ({len(orientations)} different ones in one series)")
     if len(files) > 1:
-        row_col = np.asarray(next(iter(orientations)), float).reshape(2, 3)
-        normal = np.cross(row_col[0], row_col[1])
-        along = np.sort(np.asarray(positions) @ normal)
-        gaps = np.diff(along)
-        if gaps.min() <= 1e-6:
-            raise InputError(shown, "two slices at the same position (a duplicated slice?)")
-        step = float(np.median(gaps))
-        if np.abs(gaps - step).max() > SPACING_TOLERANCE * step:
-            worst = int(np.argmax(np.abs(gaps - step)))
-            kind = "a missing slice" if gaps[worst] > 1.5 * step else "uneven slice spacing"
-            raise InputError(shown, f"{kind}: slices {worst} and {worst + 1} are {gaps[worst]:.3g} mm apart, "
-                                    f"the others {step:.3g} mm")
-    series = sitk.ImageSeriesReader()
-    series.SetFileNames(files)
-    try:
-        image = series.Execute()
-    except RuntimeError as exc:
-        raise InputError(shown, f"cannot read the series ({exception_line(exc, limit=160, mark=False)})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(shown, "colour DICOM series are not supported")
-    array = sitk.GetArrayFromImage(image)
-    geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
-    return Image(array, geometry, shown)
+        _check_spacing(shown, positions, next(iter(orientations)))
+
+
+def _check_spacing(shown: str, positions: list[list[float]], orientation: tuple[float, ...]) -> None:
+    """Slices along the normal of ``orientation`` must be evenly spaced (no duplicate, none missing)."""
+    row_col = np.asarray(orientation, float).reshape(2, 3)
+    normal = np.cross(row_col[0], row_col[1])
+    along = np.sort(np.asarray(positions) @ normal)
+    gaps = np.diff(along)
+    if gaps.min() <= 1e-6:
+        raise InputError(shown, "two slices at the same position (a duplicated slice?)")
+    step = float(np.median(gaps))
+    if np.abs(gaps - step).max() > SPACING_TOLERANCE * step:
+        worst = int(np.argmax(np.abs(gaps - step)))
+        kind = "a missing slice" if gaps[worst] > 1.5 * step else "uneven slice spacing"
+        raise InputError(shown, f"{kind}: slices {worst} and {worst + 1} are {gaps[worst]:.3g} mm apart, "
+                                f"the others {step:.3g} mm")

@@ -91,17 +91,7 @@ def read_label_table(source: str | os.PathLike[str] | Mapping[Any, Any]) -> dict
     "background", "1": "liver"}}``), or a mapping already read. Label 0 (background) is dropped:
     it is no segment. Anything else is refused in one line naming the file."""
     shown = "<labels>" if isinstance(source, Mapping) else os.fspath(source)
-    if isinstance(source, Mapping):
-        data: Any = source
-    else:
-        try:
-            data = json.loads(Path(shown).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(shown, "label table does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(shown, f"cannot read the label table ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(shown, f"label table is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    data: Any = source if isinstance(source, Mapping) else _read_json(shown)
     if not isinstance(data, Mapping):
         raise InputError(shown, "label table must be a JSON object (label -> name, or nnU-Net's {\"labels\": ...})")
     entries = data["labels"] if "labels" in data else data
@@ -109,23 +99,42 @@ def read_label_table(source: str | os.PathLike[str] | Mapping[Any, Any]) -> dict
         raise InputError(shown, "label table holds no labels")
     table: dict[int, str] = {}
     for key, value in entries.items():
-        as_key, as_value = _int_label(key), _int_label(value)
-        if isinstance(value, str) and as_key is not None:  # "2": "myocardium"
-            label, name = as_key, value
-        elif as_value is not None and isinstance(key, str):  # "myocardium": 2 (nnU-Net v2)
-            label, name = as_value, key
-        elif isinstance(value, list):
-            raise InputError(shown, f"label {key!r} is an nnU-Net region ({value}); DICOM-SEG output needs "
-                                    "one value per label")
-        else:
-            raise InputError(shown, f"entry {key!r}: {value!r} is not a label and a name")
-        if label < 0:
-            raise InputError(shown, f"label {label} ({name!r}) is negative")
+        label, name = _label_entry(shown, key, value)
         if label in table and table[label] != name:
             raise InputError(shown, f"label {label} is named twice ({table[label]!r} and {name!r})")
         if label != 0:
             table[label] = name.strip() or f"label {label}"
     return table
+
+
+def _read_json(shown: str) -> Any:
+    """The label table file's JSON; a missing, unreadable or malformed file is one line naming it."""
+    try:
+        return json.loads(Path(shown).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(shown, "label table does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(shown, f"cannot read the label table ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(shown, f"label table is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _label_entry(shown: str, key: Any, value: Any) -> tuple[int, str]:
+    """``(label, name)`` of one entry, either way round (``"2": "myocardium"`` or nnU-Net v2's
+    ``"myocardium": 2``); regions and anything else refused in one line."""
+    as_key, as_value = _int_label(key), _int_label(value)
+    if isinstance(value, str) and as_key is not None:  # "2": "myocardium"
+        label, name = as_key, value
+    elif as_value is not None and isinstance(key, str):  # "myocardium": 2 (nnU-Net v2)
+        label, name = as_value, key
+    elif isinstance(value, list):
+        raise InputError(shown, f"label {key!r} is an nnU-Net region ({value}); DICOM-SEG output needs "
+                                "one value per label")
+    else:
+        raise InputError(shown, f"entry {key!r}: {value!r} is not a label and a name")
+    if label < 0:
+        raise InputError(shown, f"label {label} ({name!r}) is negative")
+    return label, name
 
 
 # ----------------------------------------------------------------------------------------------

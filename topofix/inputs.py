@@ -106,27 +106,28 @@ def expand_inputs(
         items.append(item)
 
     for spec in specs:
-        text = os.fspath(spec)
-        path = Path(text)
-        if path.is_dir() and dicom_scans(path):  # DICOM series: each is one scan (topofix.dicom)
-            for scan in dicom_scans(path):
-                add(InputItem(scan))
-        elif path.is_dir():
-            found = _folder_items(path, include_own_outputs)
-            if not found:
-                add(InputItem(text, InputError(text, "folder holds no supported image")))
-            for item in found:
-                add(item)
-        elif path.exists():
-            add(InputItem(text))
-        elif _is_broken_link(text):
-            add(InputItem(text, _broken_link(text)))
-        elif _GLOB_CHARS & set(text):
-            matches = sorted(m for m in glob.glob(text, recursive=True) if os.path.isfile(m) or _is_broken_link(m))
-            if not matches:
-                add(InputItem(text, InputError(text, "no file matches this pattern")))
-            for m in matches:
-                add(InputItem(m, _broken_link(m) if _is_broken_link(m) else None))
-        else:
-            add(InputItem(text, InputError(text, "file does not exist")))
+        for item in _spec_items(os.fspath(spec), include_own_outputs):
+            add(item)
     return items
+
+
+def _spec_items(text: str, include_own_outputs: bool) -> list[InputItem]:
+    """The inputs one spec names: a DICOM folder's series, a folder's images, a file, a glob's
+    matches; or one item carrying the reason it names nothing."""
+    path = Path(text)
+    if path.is_dir():
+        scans = dicom_scans(path)
+        if scans:  # DICOM series: each is one scan (topofix.dicom)
+            return [InputItem(scan) for scan in scans]
+        found = _folder_items(path, include_own_outputs)
+        return found or [InputItem(text, InputError(text, "folder holds no supported image"))]
+    if path.exists():
+        return [InputItem(text)]
+    if _is_broken_link(text):
+        return [InputItem(text, _broken_link(text))]
+    if _GLOB_CHARS & set(text):
+        matches = sorted(m for m in glob.glob(text, recursive=True) if os.path.isfile(m) or _is_broken_link(m))
+        if not matches:
+            return [InputItem(text, InputError(text, "no file matches this pattern"))]
+        return [InputItem(m, _broken_link(m) if _is_broken_link(m) else None) for m in matches]
+    return [InputItem(text, InputError(text, "file does not exist"))]

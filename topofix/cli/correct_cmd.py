@@ -67,6 +67,29 @@ def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
     return f"{len(failing)}/{len(rows)} fail" if failing else f"{len(rows)} ok"
 
 
+
+def _target_priors(betti, label, prior, loss_form: str) -> list:
+    """The priors with Betti numbers (correct needs at least one) after checking ``--loss``."""
+    from topofix.losses import LOSS_NAMES  # torch is needed by correct anyway
+    from topofix.priors import build_priors
+
+    priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
+    if not priors:
+        raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
+    if loss_form not in LOSS_NAMES:
+        raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
+    return priors
+
+
+def _print_warnings(report, model, *, threshold_given: bool) -> None:
+    """The network's warnings (once) and each case's (what predict would have said about its output)."""
+    for warning in report.warnings:
+        print_warning(f"{model}: {warning}")
+    print_threshold_warning(report, given=threshold_given)
+    for case in report.cases:
+        for warning in case.result.get("warnings") or []:
+            print_warning(f"{case.path}: {warning}")
+
 def _summary_table(cases: list[dict], title: str = "topofix correct") -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("scan", no_wrap=True)
@@ -146,8 +169,6 @@ def correct_command(
     scan alone with the persistent-homology loss (Clough et al., TPAMI 2022) plus a similarity term to
     the original prediction; write the corrected mask and a before/after report.
     """
-    from topofix.priors import build_priors
-
     try:
         shard_part = None if shard is None else parse_shard(shard)
         options.check_cluster(cluster, workers, shard)
@@ -156,13 +177,7 @@ def correct_command(
         raise typer.Exit(2) from None
     json_file, csv_file, html_file = report_paths(output, json_path, csv_path, shard_part)
     try:
-        priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
-        if not priors:
-            raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
-        from topofix.losses import LOSS_NAMES  # torch is needed by correct anyway
-
-        if loss_form not in LOSS_NAMES:
-            raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
+        priors = _target_priors(betti, label, prior, loss_form)
         patch = options.parse_patch_size(patch_size)
         multiple = options.parse_pad_multiple(pad_multiple)
         threshold_value = options.parse_threshold(threshold)
@@ -203,12 +218,7 @@ def correct_command(
         print_error(str(error))
         raise typer.Exit(2) from None
     progress.close()
-    for warning in report.warnings:
-        print_warning(f"{model}: {warning}")
-    print_threshold_warning(report, given=threshold is not None)
-    for case in report.cases:  # what predict would have said about the network's output
-        for warning in case.result.get("warnings") or []:
-            print_warning(f"{case.path}: {warning}")
+    _print_warnings(report, model, threshold_given=threshold is not None)
 
     cases = [flat_case(c) for c in report.cases]
     if not quiet and cases:
