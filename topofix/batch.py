@@ -333,9 +333,10 @@ def run_batch(
             client, local_cluster, threads = connect(cluster, threads)
         if shard is None:  # shards share the folder: another shard's temporaries may be in flight
             remove_stale_temporaries(folder)
-        previous = _open_run(journal, run, folder)
+        fp = run.fingerprint
+        previous = _open_run(journal, run, fp, folder)
         run_offset = journal.size()
-        cases = _Cases(items, plans, previous, journal, run.fingerprint, resume, overwrite, on_start, on_case)
+        cases = _Cases(items, plans, previous, journal, fp, resume, overwrite, on_start, on_case)
         try:
             _dispatch(cases, process, report, client, workers, threads)
         except (Interrupted, KeyboardInterrupt) as stop:
@@ -375,18 +376,18 @@ def _refuse_overwriting_inputs(items: Sequence[Any], plans: dict[str, CaseOutput
                                       "choose another output folder")
 
 
-def _open_run(journal: Journal, run: RunInfo, folder: Path) -> dict[str, Any]:
+def _open_run(journal: Journal, run: RunInfo, fp: str, folder: Path) -> dict[str, Any]:
     """Journal the start of this run; returns the journal's last entry per case (what resume reads).
 
-    A folder journaled by the other tool (``predict`` vs ``correct``) is refused: their outputs share
-    names, and resuming one from the other's journal would carry forward the wrong kind of mask.
+    A folder whose last run is of the other tool (``predict`` vs ``correct``) is refused: one
+    output folder, one tool.
     """
     earlier = journal.runs()
     if earlier and earlier[-1].get("run", {}).get("tool") not in (None, run.tool):
         raise OutputError(folder, f"holds a topofix {earlier[-1]['run']['tool']} run; "
                                   f"use another output folder for {run.tool}")
     previous = journal.last_entries()
-    journal.append({"event": "run", "fingerprint": run.fingerprint, "run": run.describe()})
+    journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
     return previous
 
 

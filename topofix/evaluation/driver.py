@@ -115,7 +115,7 @@ class _Loaded(NamedTuple):
     spacing: Any  # per array axis (numpy order); None: unit spacing
     path: str
     gt_path: str
-    baseline_path: str | None
+    baseline_path: str | None  # the baseline rows' path (arrays: the prediction's name, for pairing)
 
 
 def _cases(preds: Any, gt: Any, baseline: Any, report: EvaluationReport) -> Sequence[Any]:
@@ -170,6 +170,7 @@ def _evaluate_case(loaded: _Loaded, report: EvaluationReport, fixed: Sequence[Pr
     report.results += res
     report.label_maps += maps
     if b is not None:
+        assert loaded.baseline_path is not None  # a baseline array comes with its name (load_pair, array_cases)
         res, maps = evaluate_labels(b, g, structures, spacing=loaded.spacing, connectivity=connectivity,
                                     per_slice=per_slice, path=loaded.baseline_path, gt_path=loaded.gt_path,
                                     source="baseline")
