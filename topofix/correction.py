@@ -427,7 +427,7 @@ class _Loop:
         the absent units.
 
         A non-finite output stops here with an :class:`InferenceError`: there is nothing to
-        correct from, and the loop's never-worse rule would have no valid start to fall back on.
+        correct from.
         """
         import torch
 
