@@ -312,14 +312,7 @@ def run_batch(
     from topofix.inputs import expand_inputs
 
     if cluster is not None:
-        from topofix.cluster import check_cluster_address, portable
-
-        if workers > 1:
-            raise ValueError("--workers and --cluster: choose one (--cluster local:N runs N worker processes)")
-        if shard is not None:
-            raise ValueError("--shard and --cluster: choose one (a cluster takes the whole batch)")
-        check_cluster_address(cluster)
-        process = portable(process)  # ValueError for an in-memory model, before any work
+        process = _cluster_process(cluster, process, workers, shard)
     folder = Path(output)
     check_output_folder(folder)
     items = (expand or expand_inputs)([os.fspath(i) for i in inputs])
@@ -327,17 +320,12 @@ def run_batch(
     plans = plan_outputs([i.path for i in items if i.error is None], folder, output_name)
     if shard is not None:
         items = items[shard[0]::shard[1]]
-    for item in items:
-        plan = plans.get(item.path)
-        if plan is not None and _same_file(plan.mask, item.path):
-            raise OutputError(folder, f"holds the input {plan.key}, which its output would overwrite; "
-                                      "choose another output folder")
+    _refuse_overwriting_inputs(items, plans, folder)
     run.started = run.started or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = BatchReport(run)
     suffix = "" if shard is None else shard_suffix(shard)
     journal = Journal(folder, suffix)
     report.journal = str(journal.path)
-    fp = run.fingerprint
     client = local_cluster = None
     with FolderLock(folder, suffix), _signals_raise():
         if cluster is not None:  # connected under the lock, before the run is journaled
@@ -346,42 +334,88 @@ def run_batch(
             client, local_cluster, threads = connect(cluster, threads)
         if shard is None:  # shards share the folder: another shard's temporaries may be in flight
             remove_stale_temporaries(folder)
-        earlier = journal.runs()
-        if earlier and earlier[-1].get("run", {}).get("tool") not in (None, run.tool):
-            raise OutputError(folder, f"holds a topofix {earlier[-1]['run']['tool']} run; "
-                                      f"use another output folder for {run.tool}")
-        previous = journal.last_entries()
-        journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
+        fp = run.fingerprint
+        previous = _open_run(journal, run, fp, folder)
         run_offset = journal.size()
+        cases = _Cases(items, plans, previous, journal, fp, resume, overwrite, on_start, on_case)
         try:
-            if client is not None:
-                from topofix.cluster import run_on_cluster
-
-                run_on_cluster(client, threads, items, plans, previous, journal, fp, process, resume, overwrite,
-                               report, on_start, on_case)
-            elif workers > 1 and len(items) > 1:
-                from topofix.threads import default_threads
-
-                _run_parallel(items, plans, previous, journal, fp, process, resume, overwrite, workers,
-                              threads or default_threads(workers), report, on_start, on_case)
-            else:
-                for index, item in enumerate(items):
-                    if on_start is not None:
-                        on_start(item.path, index, len(items))
-                    record = _one_case(item, plans, previous, journal, fp, process, resume, overwrite)
-                    report.cases.append(record)
-                    if on_case is not None:
-                        on_case(record)
+            _dispatch(cases, process, report, client, workers, threads)
         except (Interrupted, KeyboardInterrupt) as stop:
             report.interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
             _add_journaled(report, journal, run_offset)
         finally:
             if client is not None:
-                _close_cluster(client, local_cluster)
-                if local_cluster is not None or not report.interrupted:  # no task in flight any more:
-                    remove_stale_temporaries(folder)  # remove what a killed worker's attempt left
+                _end_cluster(client, local_cluster, report, folder)
     report.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def _cluster_process(cluster: str, process: CaseFunction, workers: int,
+                     shard: tuple[int, int] | None) -> CaseFunction:
+    """The case function as it travels to a cluster, after the checks a cluster run needs up front.
+
+    Everything is refused before any work (and before the folder is locked): a conflicting option,
+    a malformed address, or an in-memory model that cannot reach a worker (``ValueError``).
+    """
+    from topofix.cluster import check_cluster_address, portable
+
+    if workers > 1:
+        raise ValueError("--workers and --cluster: choose one (--cluster local:N runs N worker processes)")
+    if shard is not None:
+        raise ValueError("--shard and --cluster: choose one (a cluster takes the whole batch)")
+    check_cluster_address(cluster)
+    return portable(process)
+
+
+def _refuse_overwriting_inputs(items: Sequence[Any], plans: dict[str, CaseOutputs], folder: Path) -> None:
+    """An output folder that holds an input whose output would replace it is refused before any work:
+    the batch would destroy what it reads."""
+    for item in items:
+        plan = plans.get(item.path)
+        if plan is not None and _same_file(plan.mask, item.path):
+            raise OutputError(folder, f"holds the input {plan.key}, which its output would overwrite; "
+                                      "choose another output folder")
+
+
+def _open_run(journal: Journal, run: RunInfo, fp: str, folder: Path) -> dict[str, Any]:
+    """Journal the start of this run; returns the journal's last entry per case (what resume reads).
+
+    A folder whose last run is of the other tool (``predict`` vs ``correct``) is refused: one
+    output folder, one tool.
+    """
+    earlier = journal.runs()
+    if earlier and earlier[-1].get("run", {}).get("tool") not in (None, run.tool):
+        raise OutputError(folder, f"holds a topofix {earlier[-1]['run']['tool']} run; "
+                                  f"use another output folder for {run.tool}")
+    previous = journal.last_entries()
+    journal.append({"event": "run", "fingerprint": fp, "run": run.describe()})
+    return previous
+
+
+def _dispatch(cases: _Cases, process: CaseFunction, report: BatchReport, client: Any, workers: int,
+              threads: int | None) -> None:
+    """Run the cases the way the batch asked for: on a Dask cluster, on forked workers, or here."""
+    if client is not None:
+        from topofix.cluster import run_on_cluster
+
+        run_on_cluster(client, threads, cases, process, report)
+    elif workers > 1 and len(cases.items) > 1:
+        from topofix.threads import default_threads
+
+        _run_parallel(cases, process, workers, threads or default_threads(workers), report)
+    else:
+        _run_sequential(cases, process, report)
+
+
+def _end_cluster(client: Any, local_cluster: Any, report: BatchReport, folder: Path) -> None:
+    """Close the cluster connection, then remove what a killed worker's attempt left in the folder.
+
+    Only when no task can be in flight any more: the local cluster is stopped, or the run was not
+    interrupted (an interrupted remote task may still be writing its temporaries).
+    """
+    _close_cluster(client, local_cluster)
+    if local_cluster is not None or not report.interrupted:
+        remove_stale_temporaries(folder)
 
 
 @dataclass
@@ -460,12 +494,65 @@ def _admit(item, plans, previous, journal: Journal, fp: str, resume: bool, overw
     return prepared
 
 
-def _one_case(item, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
-              overwrite: bool) -> CaseRecord:
-    admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
-    if isinstance(admitted, CaseRecord):
+@dataclass
+class _Cases:
+    """A batch's cases as every way of running them sees them (here, forked workers, a cluster).
+
+    What a case is admitted against (plans, the previous journal entries, the fingerprint) and where
+    its outcome goes (the journal, the caller's callbacks, the report in input order) are the same
+    however it runs; only the runners differ in how they execute the admitted tasks.
+    """
+
+    items: list[Any]
+    plans: dict[str, CaseOutputs]
+    previous: dict[str, Any]
+    journal: Journal
+    fp: str
+    resume: bool
+    overwrite: bool
+    on_start: Callable[[str, int, int], None] | None
+    on_case: Callable[[CaseRecord], None] | None
+    records: dict[int, CaseRecord] = field(default_factory=dict)
+
+    def admit(self, index: int, item: Any) -> _Task | None:
+        """Announce case ``index`` and clear it to run (:func:`_admit`); ``None``: it is not to run,
+        and its final record (input error, resumed, refused) is already recorded."""
+        if self.on_start is not None:
+            self.on_start(item.path, index, len(self.items))
+        admitted = _admit(item, self.plans, self.previous, self.journal, self.fp, self.resume, self.overwrite)
+        if isinstance(admitted, CaseRecord):
+            self.record(index, admitted)
+            return None
         return admitted
-    return _finish(_execute(admitted, process), journal, fp)
+
+    def finish(self, index: int, record: CaseRecord) -> None:
+        """Journal the outcome of a case that ran (:func:`_finish`) and record it."""
+        self.record(index, _finish(record, self.journal, self.fp))
+
+    def record(self, index: int, record: CaseRecord) -> None:
+        self.records[index] = record
+        if self.on_case is not None:
+            self.on_case(record)
+
+    def failed(self, index: int, why: str) -> CaseRecord:
+        """The record of a case whose runner lost it (a dead worker, a failed task): it fails alone."""
+        item = self.items[index]
+        return CaseRecord(item.path, self.plans[item.path].key, "error", error=f"{item.path}: {why}")
+
+    def report_to(self, report: BatchReport) -> None:
+        """Hand the recorded cases to the report in input order (also after an interrupt)."""
+        report.cases.extend(self.records[i] for i in sorted(self.records))
+
+
+def _run_sequential(cases: _Cases, process: CaseFunction, report: BatchReport) -> None:
+    """The cases one after the other in this process."""
+    try:
+        for index, item in enumerate(cases.items):
+            task = cases.admit(index, item)
+            if task is not None:
+                cases.finish(index, _execute(task, process))
+    finally:
+        cases.report_to(report)
 
 
 # -- workers: N cases at once in forked processes; the parent alone writes the journal ------------
@@ -486,55 +573,55 @@ def _worker_run(task: _Task) -> CaseRecord:
     return _execute(task, _WORKER_PROCESS)
 
 
-def _run_parallel(items, plans, previous, journal: Journal, fp: str, process: CaseFunction, resume: bool,
-                  overwrite: bool, workers: int, threads: int, report: BatchReport, on_start, on_case) -> None:
+def _run_parallel(cases: _Cases, process: CaseFunction, workers: int, threads: int, report: BatchReport) -> None:
     """The cases on ``workers`` forked processes, each with its own copy of the network (fork) and
     ``threads`` threads; results are journaled by this process as they arrive, reported in input order."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     global _WORKER_PROCESS
     _WORKER_PROCESS = process  # inherited by the forked workers: closures need no pickling
-    records: dict[int, CaseRecord] = {}
     pending: dict[Any, int] = {}
-    queue = list(enumerate(items))
+    queue = list(enumerate(cases.items))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_init, initargs=(threads,))
     try:
         while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                index, item = queue.pop(0)
-                if on_start is not None:
-                    on_start(item.path, index, len(items))
-                admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
-                if isinstance(admitted, CaseRecord):
-                    records[index] = admitted
-                    if on_case is not None:
-                        on_case(admitted)
-                    continue
-                pending[pool.submit(_worker_run, admitted)] = index
-            if not pending:
-                continue
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for future in done:
-                index = pending.pop(future)
-                try:
-                    record = future.result()
-                except Exception as exc:  # the worker died (killed, out of memory): that case fails alone
-                    item = items[index]
-                    record = CaseRecord(item.path, plans[item.path].key, "error",
-                                        error=f"{item.path}: the worker process died ({type(exc).__name__})")
-                records[index] = _finish(record, journal, fp)
-                if on_case is not None:
-                    on_case(records[index])
+            _submit(pool, cases, queue, pending, 2 * workers)
+            if pending:
+                _collect(cases, pending)
     except BaseException:
         for process_ in list(getattr(pool, "_processes", {}).values()):
             process_.terminate()  # an interrupt: stop the cases in flight now (journaled as started only)
         pool.shutdown(wait=False, cancel_futures=True)
-        report.cases.extend(records[i] for i in sorted(records))
+        cases.report_to(report)
         raise
     pool.shutdown(wait=True)
-    report.cases.extend(records[i] for i in sorted(records))
+    cases.report_to(report)
+
+
+def _submit(pool: Any, cases: _Cases, queue: list[tuple[int, Any]], pending: dict[Any, int], limit: int) -> None:
+    """Admit queued cases until ``limit`` are in flight; few in flight means few journaled as started
+    (and redone) if the batch is interrupted."""
+    while queue and len(pending) < limit:
+        index, item = queue.pop(0)
+        task = cases.admit(index, item)
+        if task is not None:
+            pending[pool.submit(_worker_run, task)] = index
+
+
+def _collect(cases: _Cases, pending: dict[Any, int]) -> None:
+    """Wait for at least one case in flight and journal every one that has finished."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    for future in done:
+        index = pending.pop(future)
+        try:
+            record = future.result()
+        except Exception as exc:  # the worker died (killed, out of memory): that case fails alone
+            record = cases.failed(index, f"the worker process died ({type(exc).__name__})")
+        cases.finish(index, record)
 
 
 def _close_cluster(client: Any, local_cluster: Any) -> None:

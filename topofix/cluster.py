@@ -121,9 +121,9 @@ def portable(process: Any) -> Any:
     return make() if callable(make) else process
 
 
-def run_on_cluster(client: Any, threads: int | None, items, plans, previous, journal, fp: str, process: Any,
-                   resume: bool, overwrite: bool, report, on_start, on_case) -> None:
-    """The cases as Dask tasks; journaled here as they complete, reported in input order.
+def run_on_cluster(client: Any, threads: int | None, cases: Any, process: Any, report: Any) -> None:
+    """The cases (a batch's ``_Cases``) as Dask tasks; journaled here as they complete, reported in
+    input order.
 
     At most twice the cluster's task slots are in flight (refreshed as workers come and go), so that
     an interrupt leaves few cases journaled as started. On SIGINT/SIGTERM the futures are cancelled
@@ -132,60 +132,58 @@ def run_on_cluster(client: Any, threads: int | None, items, plans, previous, jou
     """
     from distributed import as_completed
 
-    from topofix.batch import CaseRecord, _admit, _finish
-
-    records: dict[int, CaseRecord] = {}
     pending: dict[Any, int] = {}
-    queue = list(enumerate(items))
+    queue = list(enumerate(cases.items))
     completed = as_completed()
-
-    def capacity() -> int:
-        try:
-            slots = sum(client.nthreads().values())
-        except Exception:  # noqa: BLE001 - the scheduler is busy: keep the current bound
-            slots = 1
-        return max(2, 2 * slots)
-
-    def refill() -> None:
-        limit = capacity()
-        while queue and len(pending) < limit:
-            index, item = queue.pop(0)
-            if on_start is not None:
-                on_start(item.path, index, len(items))
-            admitted = _admit(item, plans, previous, journal, fp, resume, overwrite)
-            if isinstance(admitted, CaseRecord):
-                records[index] = admitted
-                if on_case is not None:
-                    on_case(admitted)
-                continue
-            # cleared to be written: a rerun after a killed attempt may replace that attempt's outputs
-            task = dataclasses.replace(admitted, may_overwrite=True)
-            future = client.submit(_run_case, task, process, threads, pure=False,
-                                   key=f"topofix-case-{index}-{uuid.uuid4().hex}")
-            pending[future] = index
-            completed.add(future)
-
     try:
-        refill()
+        _refill(client, threads, cases, process, queue, pending, completed)
         for future in completed:
             index = pending.pop(future)
-            item = items[index]
-            try:
-                record = future.result()
-            except Exception as exc:  # noqa: BLE001 - KilledWorker (it died too often), a lost scheduler...
-                reason = exception_line(exc, line="all", limit=200, mark=False)
-                record = CaseRecord(item.path, plans[item.path].key, "error",
-                                    error=f"{item.path}: the Dask task failed ({type(exc).__name__}: {reason})")
-            future.release()
-            records[index] = _finish(record, journal, fp)
-            if on_case is not None:
-                on_case(records[index])
-            refill()
+            cases.finish(index, _task_record(cases, index, future))
+            _refill(client, threads, cases, process, queue, pending, completed)
     except BaseException:
         try:
             client.cancel(list(pending))
         except Exception:  # noqa: BLE001, S110 - the client may already be gone
             pass
-        report.cases.extend(records[i] for i in sorted(records))
+        cases.report_to(report)
         raise
-    report.cases.extend(records[i] for i in sorted(records))
+    cases.report_to(report)
+
+
+def _capacity(client: Any) -> int:
+    """How many tasks may be in flight: twice the cluster's task slots now (workers come and go)."""
+    try:
+        slots = sum(client.nthreads().values())
+    except Exception:  # noqa: BLE001 - the scheduler is busy: keep the current bound
+        slots = 1
+    return max(2, 2 * slots)
+
+
+def _refill(client: Any, threads: int | None, cases: Any, process: Any, queue: list[tuple[int, Any]],
+            pending: dict[Any, int], completed: Any) -> None:
+    """Admit and submit queued cases until the cluster's capacity is in flight."""
+    limit = _capacity(client)
+    while queue and len(pending) < limit:
+        index, item = queue.pop(0)
+        admitted = cases.admit(index, item)
+        if admitted is None:
+            continue
+        # cleared to be written: a rerun after a killed attempt may replace that attempt's outputs
+        task = dataclasses.replace(admitted, may_overwrite=True)
+        future = client.submit(_run_case, task, process, threads, pure=False,
+                               key=f"topofix-case-{index}-{uuid.uuid4().hex}")
+        pending[future] = index
+        completed.add(future)
+
+
+def _task_record(cases: Any, index: int, future: Any) -> Any:
+    """The record a finished task returned, or the case's one-line error when the task failed
+    (KilledWorker: it died too often; a lost scheduler...); the future is released either way."""
+    try:
+        record = future.result()
+    except Exception as exc:  # noqa: BLE001 - KilledWorker (it died too often), a lost scheduler...
+        reason = exception_line(exc, line="all", limit=200, mark=False)
+        record = cases.failed(index, f"the Dask task failed ({type(exc).__name__}: {reason})")
+    future.release()
+    return record

@@ -217,6 +217,17 @@ class _Part:
     last_improved: int = 0
 
 
+@dataclass
+class _Descent:
+    """What the fine-tuning loop carries from one step to the next (see :meth:`_Loop.fine_tune`)."""
+
+    prob: Any  # this step's probabilities of the whole scan (with the graph while steps remain)
+    optimizer: Any
+    lam: float  # the similarity weight, lowered by each escalation
+    step: int = 0
+    escalations: int = 0
+
+
 def correct(
     image: Any,
     model: Any,
@@ -398,10 +409,29 @@ class _Loop:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> CorrectionResult:
+        """Step 0, then fine-tuning on the failing parts only when something is to be corrected."""
+        s0, labels0, units0, absent = self.start()
+        failing = [u for u, st in units0.items() if not st.met and u not in absent]
+        if not failing and not self.s.always:
+            return self.unchanged(s0, labels0, units0, absent)
+        if not failing:  # always=True on a scan that meets its prior: every unit with its structure present
+            failing = [u for u, st in units0.items() if u not in absent and not st.empty]
+        parts = self.make_parts(units0, absent, failing)
+        self.worked = self.worked_slices(parts)
+        curve: list[tuple[float, float]] = []
+        steps, stop_reason = self.fine_tune(s0, labels0, units0, parts, curve)
+        return self.finish(parts, s0, labels0, units0, absent, steps, stop_reason, curve)
+
+    def start(self) -> tuple[Any, np.ndarray, dict[Unit, UnitStatus], set[Unit]]:
+        """Step 0 (predict: the same code, no graph), its units judged against their targets, and
+        the absent units.
+
+        A non-finite output stops here with an :class:`InferenceError`: there is nothing to
+        correct from.
+        """
         import torch
 
-        s = self.s
-        s0, labels0, self.warnings = self.step0()  # step 0 is predict: the same code, no graph
+        s0, labels0, self.warnings = self.step0()
         s0 = s0.detach()
         if not bool(torch.isfinite(s0).all()):
             from topofix.models.inference import InferenceError
@@ -409,73 +439,130 @@ class _Loop:
             raise InferenceError(f"{self.path}: the network's output contains NaN or Inf; nothing to correct")
         self.activation = self.activation_for(s0.shape[0])
         units0 = self.assess(labels0)
-        layout0 = _loss_input(s0, self.activation).float().cpu().numpy()
-        seen = evidence(layout0, self.priors, self.per_slice)
-        # no evidence: nothing to correct from (an empty slice of a stack is met, but still reported absent)
-        absent = {u for u, st in units0.items() if (st.empty or not st.met) and seen.get(u, 0.0) < s.evidence_floor}
+        absent = self.absent_units(s0, units0)
         self.narrow_targets(units0, absent)
         units0 = self.retarget(units0)  # the same Betti numbers, judged against the targets
-        failing = [u for u, st in units0.items() if not st.met and u not in absent]
-        curve: list[tuple[float, float]] = []
-        if not failing and not s.always:
-            reason = "absent" if any(not units0[u].met for u in absent) else "already met"
-            probs = s0.cpu().numpy()
-            report = self.report(labels0, units0, labels0, units0, absent, 0, reason, 0, None, curve)
-            return CorrectionResult(labels0, probs, labels0, probs, report)
+        return s0, labels0, units0, absent
 
-        if not failing:  # always=True on a scan that meets its prior: every unit with its structure present
-            failing = [u for u, st in units0.items() if u not in absent and not st.empty]
-        parts = self.make_parts(units0, absent, failing)
-        self.worked = self.worked_slices(parts)
+    def absent_units(self, s0, units0: dict[Unit, UnitStatus]) -> set[Unit]:
+        """Units that are empty or failing and whose structure has no evidence in step 0's output.
+
+        With no evidence there is nothing to correct from (an empty slice of a stack is met,
+        but still reported absent): the evidence floor, not the optimiser, decides absence.
+        """
+        layout0 = _loss_input(s0, self.activation).float().cpu().numpy()
+        seen = evidence(layout0, self.priors, self.per_slice)
+        return {u for u, st in units0.items()
+                if (st.empty or not st.met) and seen.get(u, 0.0) < self.s.evidence_floor}
+
+    def unchanged(self, s0, labels0: np.ndarray, units0: dict[Unit, UnitStatus],
+                  absent: set[Unit]) -> CorrectionResult:
+        """The result when nothing fails (or only absent units do): step 0's output, no fine-tuning."""
+        reason = "absent" if any(not units0[u].met for u in absent) else "already met"
+        probs = s0.cpu().numpy()
+        report = self.report(labels0, units0, labels0, units0, absent, 0, reason, 0, None, [])
+        return CorrectionResult(labels0, probs, labels0, probs, report)
+
+    def fine_tune(self, s0, labels0: np.ndarray, units0: dict[Unit, UnitStatus], parts: list[_Part],
+                  curve: list[tuple[float, float]]) -> tuple[int, str]:
+        """The fine-tuning loop; returns the last step and why it stopped.
+
+        Each step: read this step's masks, mark the parts that are done, evaluate the
+        objective, keep the best eligible iterate of each part, escalate or stop on a
+        plateau, then one optimiser step. ``curve`` receives each step's (topo, sim).
+        """
+        s = self.s
         prob = self.forward(s0, grad=s.steps > 0)  # the worked part again, with the graph for step 1
-        optimizer = self.fresh_optimizer(self.module, s.lr)
-        stop_reason = "max steps"
-        step = 0
-        lam, escalations = s.lam, 0
+        d = _Descent(prob, self.fresh_optimizer(self.module, s.lr), s.lam)
         while True:
-            if not bool(torch.isfinite(prob.detach()).all()):  # the network broke: keep what was eligible
-                stop_reason = "non-finite"
-                break
-            host = prob.detach().to("cpu")  # this step's one copy from the device (none on the CPU)
-            labels = labels0 if step == 0 else self.to_labels(host)
-            units = units0 if step == 0 else self.assess(labels)
+            if not self._finite(d.prob.detach()):  # the network broke: keep what was eligible
+                return d.step, "non-finite"
+            host, labels, units = self.read_step(d, labels0, units0)
+            if self.mark_done(parts, d, labels, units):
+                return d.step, "met"
+            loss = self.objective(d.prob, s0, parts, host)
+            if not (math.isfinite(loss.topo_value) and math.isfinite(loss.similarity_value)):
+                return d.step, "non-finite"
+            self.record(d.step, loss, curve)
             for part in parts:
                 if part.done_step is None:
-                    self.check_met(part, step, prob, labels, units)
-            if all(p.done_step is not None for p in parts):
-                stop_reason = "met"
-                break
-            topo, similarity, part_values, topo_value, sim_value = self.objective(prob, s0, parts, host)
-            if not (math.isfinite(topo_value) and math.isfinite(sim_value)):
-                stop_reason = "non-finite"
-                break
-            curve.append((topo_value, sim_value))
-            if self.callback is not None:
-                self.callback(step, topo_value, sim_value)
-            for part in parts:
-                if part.done_step is None:
-                    self.consider(part, step, prob, labels, units, units0, part_values[id(part)])
-            if s.plateau is not None and all(
-                    p.done_step is not None or step - p.last_improved >= s.plateau for p in parts):
-                if escalations >= s.escalate:
-                    stop_reason = "plateau"
-                    break
-                # escalation: stuck with gentle settings, try stronger ones (never-worse and the
-                # evidence floor still guard what is kept)
-                escalations += 1
-                lam *= s.escalate_factor ** -1
-                for group in optimizer.param_groups:
-                    group["lr"] *= s.escalate_factor
-                for p in parts:
-                    p.last_improved = step
-            if step == s.steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            (topo + lam * similarity).backward()
-            optimizer.step()
-            step += 1
-            prob = self.forward(s0, grad=step < s.steps)
-        return self.finish(parts, s0, labels0, units0, absent, step, stop_reason, curve)
+                    self.consider(part, d.step, d.prob, labels, units, units0, loss.per_part[id(part)])
+            if self.plateaued(d, parts):
+                return d.step, "plateau"
+            if d.step == s.steps:
+                return d.step, "max steps"
+            self.descend(d, loss, s0)
+
+    @staticmethod
+    def _finite(tensor) -> bool:
+        """Whether every value of ``tensor`` is finite (one reduction, one transfer)."""
+        import torch
+
+        return bool(torch.isfinite(tensor).all())
+
+    def read_step(self, d: _Descent, labels0: np.ndarray, units0: dict[Unit, UnitStatus]):
+        """This step's one copy from the device (none on the CPU), its masks and their units.
+
+        Step 0's masks and units are the ones already computed by :meth:`start`: the same
+        probabilities, so labelling and assessing them again would only cost time.
+        """
+        host = d.prob.detach().to("cpu")
+        if d.step == 0:
+            return host, labels0, units0
+        labels = self.to_labels(host)
+        return host, labels, self.assess(labels)
+
+    def mark_done(self, parts: list[_Part], d: _Descent, labels, units) -> bool:
+        """Update every open part's met streak (:meth:`check_met`); True once all parts are done."""
+        for part in parts:
+            if part.done_step is None:
+                self.check_met(part, d.step, d.prob, labels, units)
+        return all(p.done_step is not None for p in parts)
+
+    def record(self, step: int, loss: _Objective, curve: list[tuple[float, float]]) -> None:
+        """Log this step's scalars in the loss curve and tell the caller's progress callback."""
+        curve.append((loss.topo_value, loss.similarity_value))
+        if self.callback is not None:
+            self.callback(step, loss.topo_value, loss.similarity_value)
+
+    def plateaued(self, d: _Descent, parts: list[_Part]) -> bool:
+        """True when every open part has stalled for ``plateau`` steps and no escalation is left.
+
+        A stall with escalations left is not the end: the loop tries stronger settings
+        (:meth:`escalate`) and the stall clock of every part starts again.
+        """
+        s = self.s
+        if s.plateau is None or not all(
+                p.done_step is not None or d.step - p.last_improved >= s.plateau for p in parts):
+            return False
+        if d.escalations >= s.escalate:
+            return True
+        self.escalate(d, parts)
+        return False
+
+    def escalate(self, d: _Descent, parts: list[_Part]) -> None:
+        """Stuck with gentle settings: a weaker similarity weight and a larger learning rate.
+
+        Never-worse and the evidence floor still guard what is kept, so a stronger push
+        cannot make the result worse than the start.
+        """
+        d.escalations += 1
+        d.lam *= self.s.escalate_factor ** -1
+        for group in d.optimizer.param_groups:
+            group["lr"] *= self.s.escalate_factor
+        for p in parts:
+            p.last_improved = d.step
+
+    def descend(self, d: _Descent, loss: _Objective, s0) -> None:
+        """One optimiser step on topo + lam * sim, then the next step's forward pass.
+
+        The last step's forward runs without a graph: no backward pass follows it.
+        """
+        d.optimizer.zero_grad(set_to_none=True)
+        (loss.topo + d.lam * loss.similarity).backward()
+        d.optimizer.step()
+        d.step += 1
+        d.prob = self.forward(s0, grad=d.step < self.s.steps)
 
     def worked_slices(self, parts: list[_Part]) -> list[int] | None:
         """The slices the network runs on during fine-tuning (``None``: the whole scan).

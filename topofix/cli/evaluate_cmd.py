@@ -96,6 +96,29 @@ def cases_table(report) -> Table:
     """One row per case x structure; with --per-slice, means over the slices where the structure is present."""
     paths = report.paths
     folder = _common_folder(paths) if len(paths) > 1 and not paths[0].startswith("<") else ""
+    table = _cases_table_frame(report, folder)
+    vi = _vi_by_path(report)
+    for path, by_structure in _pred_rows(report).items():
+        name = os.path.basename(path) if folder else _display_path(path)
+        first = True
+        for structure in report.structures:
+            rows = by_structure.get(structure.name)
+            if not rows:
+                continue
+            # the case's name and its label maps' VI on its first row only
+            lead = escape(name) if first else ""
+            vi_cell = _num(_mean(vi.get(path, [])), 3) if first else ""
+            table.add_row(*_case_cells(report, structure, rows, lead, vi_cell))
+            first = False
+    return table
+
+
+def _cases_table_frame(report, folder: str) -> Table:
+    """The cases table without rows: title, caption and the columns this report's mode has.
+
+    Per slice, a "slices" column (how many hold the structure) replaces the Betti numbers, which
+    have no single value over many slices.
+    """
     title = "topofix evaluate" + (f" in {escape(_display_path(folder))}" if folder else "")
     caption = f"against {escape(_display_path(report.gt or '-'))}; connectivity {report.connectivity}; " \
               "HD95, ASSD in spacing units; "
@@ -104,7 +127,7 @@ def cases_table(report) -> Table:
     else:
         caption += "Betti: prediction/ground truth; errors per dimension (-: not computed)"
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD)
-    names = [os.path.basename(p) if folder else _display_path(p) for p in paths]
+    names = [os.path.basename(p) if folder else _display_path(p) for p in report.paths]
     table.add_column("case", overflow="fold", min_width=min(max(map(len, names), default=4), 12))
     table.add_column("structure", no_wrap=True)
     if report.per_slice:
@@ -116,40 +139,51 @@ def cases_table(report) -> Table:
     table.add_column("Betti\nerr", justify="right", no_wrap=True)
     table.add_column("BM\nerr", justify="right", no_wrap=True)
     table.add_column("VI", justify="right", no_wrap=True)
+    return table
+
+
+def _vi_by_path(report) -> dict[str, list[float]]:
+    """The VI of each prediction's non-empty label maps, by path (the baseline's are not this table's)."""
     vi: dict[str, list[float]] = {}
     for m in report.label_maps:
         if m.source == "pred" and not m.empty:
             vi.setdefault(m.path, []).append(m.vi)
+    return vi
+
+
+def _pred_rows(report) -> dict[str, dict[str, list]]:
+    """The prediction's results by path, then by structure name (every slice's row of a structure)."""
     grouped: dict[str, dict[str, list]] = {}
     for r in report.results:
         if r.source == "pred":
             grouped.setdefault(r.path, {}).setdefault(r.structure.name, []).append(r)
-    for path, by_structure in grouped.items():
-        name = os.path.basename(path) if folder else _display_path(path)
-        first = True
-        for structure in report.structures:
-            rows = by_structure.get(structure.name)
-            if not rows:
-                continue
-            present = [r for r in rows if not r.empty]
-            cells = [escape(name) if first else "", escape(structure.name)]
-            if report.per_slice:
-                cells.append(str(len(present)))
-            for metric in ("dice", "hd95", "assd"):
-                cells.append(_num(_mean([r.metric(metric) for r in present]), _digits(metric)))
-            if report.per_slice:
-                be = _num(_mean([r.betti_error for r in present]))
-                bm = _num(_mean([r.betti_matching_error for r in present]))
-            else:
-                r = rows[0]
-                cells.append(f"{_dims(r.betti_pred)}/{_dims(r.betti_gt)}")
-                be, bm = _dims(r.betti_errors), _dims(r.betti_matching_errors)
-                be = f"[bold red]{be}[/]" if r.betti_error else be
-                bm = f"[bold red]{bm}[/]" if r.betti_matching_error else bm
-            cells += [be, bm, _num(_mean(vi.get(path, [])), 3) if first else ""]
-            table.add_row(*cells)
-            first = False
-    return table
+    return grouped
+
+
+def _case_cells(report, structure, rows: list, lead: str, vi_cell: str) -> list[str]:
+    """One row's cells: the case (``lead``), the structure, overlap and distances, topology, VI.
+
+    Metrics are means over the slices where the structure is present (the one row of a whole scan).
+    """
+    present = [r for r in rows if not r.empty]
+    cells = [lead, escape(structure.name)]
+    if report.per_slice:
+        cells.append(str(len(present)))
+    for metric in ("dice", "hd95", "assd"):
+        cells.append(_num(_mean([r.metric(metric) for r in present]), _digits(metric)))
+    return cells + _topology_cells(report, rows, present) + [vi_cell]
+
+
+def _topology_cells(report, rows: list, present: list) -> list[str]:
+    """Per slice: the mean Betti and Betti matching errors. Whole scans: the Betti numbers
+    (prediction/ground truth) and the errors per dimension, in bold red when not zero."""
+    if report.per_slice:
+        return [_num(_mean([r.betti_error for r in present])), _num(_mean([r.betti_matching_error for r in present]))]
+    r = rows[0]
+    be, bm = _dims(r.betti_errors), _dims(r.betti_matching_errors)
+    be = f"[bold red]{be}[/]" if r.betti_error else be
+    bm = f"[bold red]{bm}[/]" if r.betti_matching_error else bm
+    return [f"{_dims(r.betti_pred)}/{_dims(r.betti_gt)}", be, bm]
 
 
 def summary_table(report) -> Table:

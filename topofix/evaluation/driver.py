@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -86,17 +86,8 @@ def evaluate(
     if isinstance(priors, (str, Prior)):
         priors = [priors]
     fixed = structure_priors(label, priors or ())
-    pred_list = as_list(preds)
-    arrays = [p for p in pred_list if isinstance(p, np.ndarray)]
-    if arrays and len(arrays) != len(pred_list):
-        raise TopofixError("give predictions either as files/folders or as arrays, not both")
     report = EvaluationReport(connectivity=connectivity, per_slice=per_slice)
-    cases: Sequence[Any]  # (name, pred, gt, baseline) tuples for arrays, Case for files
-    if arrays:
-        cases = array_cases(arrays, gt, baseline)
-        report.gt, report.baseline = "<arrays>", None if baseline is None else "<arrays>"
-    else:
-        cases = file_cases(pred_list, gt, baseline, report)
+    cases = _cases(preds, gt, baseline, report)
     if fixed is not None:
         report.structures = list(fixed)
     seen: dict[str, Prior] = {p.name: p for p in report.structures}
@@ -107,43 +98,97 @@ def evaluate(
 
         iterator = tqdm(cases, desc="evaluate", unit="case", disable=None, leave=False)
     for case in iterator:
-        if isinstance(case, tuple):  # arrays: the baseline rows keep the prediction's name (pairing)
-            name, p, g, b = case
-            loaded: tuple[Any, ...] = (p, g, b, spacing, name, name.replace("<array", "<gt"))
-            baseline_path = name
-        else:
-            got = load_pair(case, read_mask, report)
-            if got is None:
-                continue
-            p_img, g_img, b_img = got
-            sp = g_img.geometry.array_spacing
-            loaded = (p_img.array, g_img.array, None if b_img is None else b_img.array, sp, case.path, case.gt_path)
-            baseline_path = case.baseline_path
-        p, g, b, sp, path, gt_path = loaded
-        if p.ndim not in (2, 3):
-            report.errors.append(EvaluationFailure(path, f"{path}: expected a 2D or 3D label map, got shape {p.shape}"))
-            continue
-        structures = fixed if fixed is not None else auto_structures([x for x in (p, g, b) if x is not None])
-        for s in structures:
-            seen.setdefault(s.name, s)
-        res, maps = evaluate_labels(p, g, structures, spacing=sp, connectivity=connectivity, per_slice=per_slice,
-                                    path=path, gt_path=gt_path, source="pred")
+        loaded = _load(case, spacing, report)
+        if loaded is not None:
+            _evaluate_case(loaded, report, fixed, seen, connectivity, per_slice)
+    if fixed is None:
+        report.structures = _found_structures(report, seen)
+    return report
+
+
+class _Loaded(NamedTuple):
+    """One case's arrays and the names its rows carry."""
+
+    pred: np.ndarray
+    gt: np.ndarray
+    baseline: np.ndarray | None
+    spacing: Any  # per array axis (numpy order); None: unit spacing
+    path: str
+    gt_path: str
+    baseline_path: str | None  # the baseline rows' path (arrays: the prediction's name, for pairing)
+
+
+def _cases(preds: Any, gt: Any, baseline: Any, report: EvaluationReport) -> Sequence[Any]:
+    """The cases to evaluate: ``(name, pred, gt, baseline)`` tuples for arrays, :class:`Case` for files.
+
+    Files and arrays are not mixed: arrays have no names to pair them with the ground truth by.
+    """
+    pred_list = as_list(preds)
+    arrays = [p for p in pred_list if isinstance(p, np.ndarray)]
+    if arrays and len(arrays) != len(pred_list):
+        raise TopofixError("give predictions either as files/folders or as arrays, not both")
+    if arrays:
+        report.gt, report.baseline = "<arrays>", None if baseline is None else "<arrays>"
+        return array_cases(arrays, gt, baseline)
+    return file_cases(pred_list, gt, baseline, report)
+
+
+def _load(case: Any, spacing: Sequence[float] | None, report: EvaluationReport) -> _Loaded | None:
+    """A case's arrays, spacing and names; ``None`` when it failed (its error is in ``report.errors``).
+
+    Arrays keep the given spacing and their baseline rows keep the prediction's name (pairing);
+    files use the ground truth's spacing (equal to the prediction's, checked by :func:`load_pair`).
+    """
+    if isinstance(case, tuple):
+        name, p, g, b = case
+        loaded = _Loaded(p, g, b, spacing, name, name.replace("<array", "<gt"), name)
+    else:
+        got = load_pair(case, read_mask, report)
+        if got is None:
+            return None
+        p_img, g_img, b_img = got
+        sp = g_img.geometry.array_spacing
+        loaded = _Loaded(p_img.array, g_img.array, None if b_img is None else b_img.array, sp, case.path,
+                         case.gt_path, case.baseline_path)
+    if loaded.pred.ndim not in (2, 3):
+        path = loaded.path
+        report.errors.append(EvaluationFailure(path, f"{path}: expected a 2D or 3D label map, got shape "
+                                                     f"{loaded.pred.shape}"))
+        return None
+    return loaded
+
+
+def _evaluate_case(loaded: _Loaded, report: EvaluationReport, fixed: Sequence[Prior] | None,
+                   seen: dict[str, Prior], connectivity: str, per_slice: str | None) -> None:
+    """The rows of one case (and of its baseline) into ``report``; the structures met go to ``seen``."""
+    p, g, b = loaded.pred, loaded.gt, loaded.baseline
+    structures = fixed if fixed is not None else auto_structures([x for x in (p, g, b) if x is not None])
+    for s in structures:
+        seen.setdefault(s.name, s)
+    res, maps = evaluate_labels(p, g, structures, spacing=loaded.spacing, connectivity=connectivity,
+                                per_slice=per_slice, path=loaded.path, gt_path=loaded.gt_path, source="pred")
+    report.results += res
+    report.label_maps += maps
+    if b is not None:
+        assert loaded.baseline_path is not None  # a baseline array comes with its name (load_pair, array_cases)
+        res, maps = evaluate_labels(b, g, structures, spacing=loaded.spacing, connectivity=connectivity,
+                                    per_slice=per_slice, path=loaded.baseline_path, gt_path=loaded.gt_path,
+                                    source="baseline")
         report.results += res
         report.label_maps += maps
-        if b is not None:
-            res, maps = evaluate_labels(b, g, structures, spacing=sp, connectivity=connectivity,
-                                        per_slice=per_slice, path=baseline_path, gt_path=gt_path, source="baseline")
-            report.results += res
-            report.label_maps += maps
-    if fixed is None:
-        labelled = [p for p in seen.values() if p.labels is not None]
-        if len(labelled) <= 1:  # binary masks: the foreground is the label
-            report.results = [r for r in report.results if r.structure.labels is None]
-            structures_out = [p for p in seen.values() if p.labels is None] or [Prior()]
-        else:
-            structures_out = sorted(labelled, key=lambda p: p.labels or ()) + [Prior()]
-        report.structures = structures_out
-    return report
+
+
+def _found_structures(report: EvaluationReport, seen: dict[str, Prior]) -> list[Prior]:
+    """The structures to report when none were asked for: every label found, then the foreground.
+
+    For binary masks the foreground *is* the label, so its per-label rows are dropped from
+    ``report.results`` (the same numbers twice would count twice in the summaries).
+    """
+    labelled = [p for p in seen.values() if p.labels is not None]
+    if len(labelled) <= 1:  # binary masks: the foreground is the label
+        report.results = [r for r in report.results if r.structure.labels is None]
+        return [p for p in seen.values() if p.labels is None] or [Prior()]
+    return sorted(labelled, key=lambda p: p.labels or ()) + [Prior()]
 
 
 __all__ = ["evaluate"]

@@ -282,47 +282,8 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     """
     path = Path(path)
     device = torch.device(device)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    if path.is_dir():
-        from topofix.models.nnunet import is_nnunet_folder
-
-        if is_nnunet_folder(path):
-            raise InputError(path, "an nnU-Net model folder: use topofix predict/correct -m FOLDER (or "
-                                   "topofix.predict_files/correct_files; topofix.models.nnunet.load_nnunet)")
-        raise InputError(path, "is a folder, not a model file")
-    suffix = path.suffix.lower()
-    if suffix == ".pt2":
-        raise InputError(path, PT2_PROBLEM)
-    content = _file_kind(path)
-    if content == "pickle":
-        raise InputError(path, PICKLE_PROBLEM)
-    if content == "pt2":
-        raise InputError(path, PT2_PROBLEM)
-
-    notes: list[str]
-    if content == "torchscript":
-        module, traced, notes = _load_torchscript(path, device)
-        kind = "torchscript"
-    elif suffix in ONNX_SUFFIXES:
-        if content == "zip":
-            raise InputError(path, "a zip archive, not an ONNX model")
-        from topofix.models.onnx_import import onnx_to_torch
-
-        module, traced, notes, kind = onnx_to_torch(path).to(device), None, [], "onnx"
-    elif suffix == ".safetensors":
-        raise InputError(path, f"a safetensors file holds weights only, not the network: {_EXPORT_HINT}")
-    elif suffix in TORCHSCRIPT_SUFFIXES:
-        problem = "not a TorchScript archive"
-        if content == "zip":
-            problem += " (a zip archive without TorchScript code)"
-        raise InputError(path, f"{problem}: {_EXPORT_HINT}")
-    else:
-        raise InputError(
-            path,
-            f"unsupported model file {suffix or '(no extension)'}: expected a TorchScript archive "
-            f"({', '.join(TORCHSCRIPT_SUFFIXES)}) or an ONNX model (.onnx)",
-        )
+    _refuse_non_files(path)
+    module, traced, notes, kind = _load_network(path, device)
 
     module.eval()
     n_parameters = make_trainable(module)
@@ -332,4 +293,50 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         warnings.warn(f"{path}: {note}", ModelWarning, stacklevel=2)
     return LoadedModel(
         module=module, path=str(path), kind=kind, traced=traced, warnings=notes, n_parameters=n_parameters
+    )
+
+
+def _refuse_non_files(path: Path) -> None:
+    """A missing path, a folder (an nnU-Net model folder named as such) or a ``.pt2`` program: one line."""
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.is_dir():
+        from topofix.models.nnunet import is_nnunet_folder
+
+        if is_nnunet_folder(path):
+            raise InputError(path, "an nnU-Net model folder: use topofix predict/correct -m FOLDER (or "
+                                   "topofix.predict_files/correct_files; topofix.models.nnunet.load_nnunet)")
+        raise InputError(path, "is a folder, not a model file")
+    if path.suffix.lower() == ".pt2":
+        raise InputError(path, PT2_PROBLEM)
+
+
+def _load_network(path: Path, device: torch.device) -> tuple[torch.nn.Module, bool | None, list[str], str]:
+    """``(module, traced, notes, kind)`` by what the file holds (its bytes first, then its extension)."""
+    suffix = path.suffix.lower()
+    content = _file_kind(path)
+    if content == "pickle":
+        raise InputError(path, PICKLE_PROBLEM)
+    if content == "pt2":
+        raise InputError(path, PT2_PROBLEM)
+    if content == "torchscript":
+        module, traced, notes = _load_torchscript(path, device)
+        return module, traced, notes, "torchscript"
+    if suffix in ONNX_SUFFIXES:
+        if content == "zip":
+            raise InputError(path, "a zip archive, not an ONNX model")
+        from topofix.models.onnx_import import onnx_to_torch
+
+        return onnx_to_torch(path).to(device), None, [], "onnx"
+    if suffix == ".safetensors":
+        raise InputError(path, f"a safetensors file holds weights only, not the network: {_EXPORT_HINT}")
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        problem = "not a TorchScript archive"
+        if content == "zip":
+            problem += " (a zip archive without TorchScript code)"
+        raise InputError(path, f"{problem}: {_EXPORT_HINT}")
+    raise InputError(
+        path,
+        f"unsupported model file {suffix or '(no extension)'}: expected a TorchScript archive "
+        f"({', '.join(TORCHSCRIPT_SUFFIXES)}) or an ONNX model (.onnx)",
     )

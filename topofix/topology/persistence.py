@@ -212,88 +212,162 @@ def persistence(prob: Any, connectivity: str = DEFAULT_CONNECTIVITY, *, dims: An
     the losses decide how to close it (see :mod:`topofix.losses`). No class of
     higher dimension is essential (the image is contractible).
     """
-    from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_corners, union_find_pairs
-
     check_connectivity(connectivity)
-    if type(prob) is np.ndarray and prob.dtype == np.float32 and prob.ndim == 2 and prob.flags.c_contiguous:
-        arr = prob  # the common case (a slice of a float32 map): no copy, finiteness checked in the kernel
-        if arr.size == 0:
-            raise ValueError("persistence needs a non-empty map")
-    else:
-        arr = _as_float32(prob)
+    arr = _checked_map(prob)
     wanted = _wanted_dims(dims, arr.ndim)
-    full = connectivity == "full"
     if arr.ndim == 2:
         return _persistence_2d(arr, connectivity, wanted)
-    shape = np.array(arr.shape, np.int64)
+    return _persistence_3d(arr, connectivity, wanted)
+
+
+def _checked_map(prob: Any) -> np.ndarray:
+    """``prob`` as a non-empty 2D or 3D float32 array (finite, see below), without a copy in the common case.
+
+    A C-contiguous 2D float32 array (a slice of a float32 map, what the losses pass at every step)
+    is used as it is: its finiteness is checked by the 2D kernel, so that no pass over it is added.
+    """
+    if type(prob) is np.ndarray and prob.dtype == np.float32 and prob.ndim == 2 and prob.flags.c_contiguous:
+        if prob.size == 0:
+            raise ValueError("persistence needs a non-empty map")
+        return prob
+    return _as_float32(prob)
+
+
+@dataclass
+class _Passes3D:
+    """The raw pairs the 3D passes give, as cell indices of the unpadded map (``None``: pass skipped).
+
+    ``young``/``merge`` (``n`` pairs): the separate union-find; ``low_b``/``low_d``: the
+    V-construction's union-find; ``loop_a``/``loop_b``: the apparent and reduction passes.
+    """
+
+    young: Any = None
+    merge: Any = None
+    n: int = 0
+    low_b: Any = None
+    low_d: Any = None
+    loop_a: Any = None
+    loop_b: Any = None
+
+
+def _persistence_3d(arr: np.ndarray, connectivity: str, wanted: tuple[bool, ...]) -> Persistence:
+    """The 3D diagrams: the passes the wanted dimensions need (:func:`_passes_3d`), read as diagrams.
+
+    "full" and "face" read the same passes dually: what one reads as components, the other
+    reads as cavities of the complement.
+    """
+    from topofix.topology._kernels import radix_order
+
+    full = connectivity == "full"
     flat = arr.ravel()
     desc = radix_order(flat, True)  # super-level order
     asc = desc[::-1].copy()  # increasing values: the complement's order
-    essential_b, essential_d = _essential(desc)
+    essential = _essential(desc)
+    passes = _passes_3d(arr, desc, asc, full, wanted)
+    if full:
+        diagrams = _diagrams_full(flat, passes, essential, wanted)
+    else:
+        diagrams = _diagrams_face(flat, passes, essential, wanted)
+    return Persistence(diagrams, arr.shape, connectivity)
 
-    def components(order: np.ndarray, full_neighbourhood: bool, outside: bool):
-        if full_neighbourhood:  # 8 / 26 neighbours: through shared corners (faster)
-            return union_find_corners(order, shape, outside)
-        return union_find_pairs(order, shape, neighbour_offsets(arr.shape, False), outside)
 
+def _passes_3d(arr: np.ndarray, desc: np.ndarray, asc: np.ndarray, full: bool,
+               wanted: tuple[bool, ...]) -> _Passes3D:
+    """Run the passes the wanted dimensions need, two at a time.
+
+    The V-construction of g on a padded grid: g = p with a present shell (the complement of the
+    super-level set, "full") or g = -p ("face"). The union-find passes and the apparent-pair pass
+    are independent: two threads share them (the numba kernels release the GIL). Passes that no
+    wanted dimension needs are skipped: the separate union-find gives dimension 0 ("full") or 2
+    ("face"); the V-construction's union-find gives the other one and clears dimension 1; the
+    apparent and reduction passes give dimension 1.
+    """
     from topofix.topology import _reduction as red
 
-    def separate_pass():
-        # full: components (26-neighbours); face: cavities (complement, 26-neighbours)
-        return components(desc, True, False) if full else components(asc, True, True)
-
-    # The V-construction of g on a padded grid: g = p with a present shell (the
-    # complement of the super-level set, "full") or g = -p ("face"). The
-    # union-find passes and the apparent-pair pass are independent: two threads
-    # share them (the numba kernels release the GIL). Passes that no wanted
-    # dimension needs are skipped: the separate union-find gives dimension 0
-    # ("full") or 2 ("face"); the V-construction's union-find gives the other
-    # one and clears dimension 1; the apparent and reduction passes give
-    # dimension 1.
+    shape = np.array(arr.shape, np.int64)
     want_loops = wanted[1]
     want_separate = wanted[0] if full else wanted[2]
     want_components = want_loops or (wanted[2] if full else wanted[0])
-    young = merge = loop_a = loop_b = low_b = low_d = None
-    n = 0
+    out = _Passes3D()
+    rank = order = grid = g = negative = None
+    n0 = 0
     if want_components:
-        order, rank, grid = red.padded_order(asc if full else desc, shape, full)
-        g = np.full(tuple(grid), -np.inf, np.float32)
-        g[2:-2, 2:-2, 2:-2] = arr if full else -arr
-        g = g.ravel()
+        order, rank, grid, g = _v_construction(arr, asc if full else desc, shape, full)
     workers = min(2, get_threads())
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        separate = pool.submit(separate_pass) if want_separate else None
-        # (not named `components`: separate_pass, running in the pool, calls the function of that name)
-        v_components = pool.submit(red.components_pass, rank, order, grid, g) if want_components else None
+        separate = pool.submit(_separate_pass, desc, asc, shape, full) if want_separate else None
+        components = pool.submit(red.components_pass, rank, order, grid, g) if want_components else None
         if want_loops:
-            bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
-            chunks = [pool.submit(red.apparent_pass, rank, order, grid, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-            rest = np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
-        if v_components is not None:
-            negative, low_b, low_d, n0 = v_components.result()
+            rest = _apparent_pairs(pool, workers, rank, order, grid, g)
+        if components is not None:
+            negative, out.low_b, out.low_d, n0 = components.result()
         if separate is not None:
-            young, merge, n = separate.result()
+            out.young, out.merge, out.n = separate.result()
     if want_loops:
         loop_a, loop_b, n1 = red.reduction_pass(rest, rank, order, grid, g, negative)
-        loop_a = red.unpad(loop_a, n1, shape)
-        loop_b = red.unpad(loop_b, n1, shape)
+        out.loop_a = red.unpad(loop_a, n1, shape)
+        out.loop_b = red.unpad(loop_b, n1, shape)
     if want_components:
-        low_b = red.unpad(low_b, n0, shape)
-        low_d = red.unpad(low_d, n0, shape)
+        out.low_b = red.unpad(out.low_b, n0, shape)
+        out.low_d = red.unpad(out.low_d, n0, shape)
+    return out
 
+
+def _v_construction(arr: np.ndarray, order_of: np.ndarray, shape: np.ndarray, full: bool):
+    """(order, rank, grid, g): the padded grid's cell order and the flat padded map g (see
+    :func:`_passes_3d`), built once and shared by the passes that need it."""
+    from topofix.topology import _reduction as red
+
+    order, rank, grid = red.padded_order(order_of, shape, full)
+    g = np.full(tuple(grid), -np.inf, np.float32)
+    g[2:-2, 2:-2, 2:-2] = arr if full else -arr
+    return order, rank, grid, g.ravel()
+
+
+def _separate_pass(desc: np.ndarray, asc: np.ndarray, shape: np.ndarray, full: bool):
+    """The separate union-find, through shared corners (26 neighbours, faster than face pairs):
+    "full": the components; "face": the cavities (the complement's components, with the outside)."""
+    from topofix.topology._kernels import union_find_corners
+
+    return union_find_corners(desc, shape, False) if full else union_find_corners(asc, shape, True)
+
+
+def _apparent_pairs(pool: ThreadPoolExecutor, workers: int, rank, order, grid, g) -> np.ndarray:
+    """The apparent-pair pass in ``4 * workers`` chunks on ``pool``; the cells it leaves unpaired,
+    in order (what the reduction pass works on)."""
+    from topofix.topology import _reduction as red
+
+    bounds = np.linspace(0, g.size, 4 * workers + 1).astype(np.int64)
+    chunks = [pool.submit(red.apparent_pass, rank, order, grid, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return np.concatenate([c.result()[0][: c.result()[1]] for c in chunks])
+
+
+def _diagrams_full(flat: np.ndarray, p: _Passes3D, essential: tuple[np.ndarray, np.ndarray],
+                   wanted: tuple[bool, ...]) -> tuple[Diagram | None, ...]:
+    """Connectivity "full": components from the separate pass (plus the essential bar), loops and
+    cavities dually from the complement (its deaths are our births)."""
+    essential_b, essential_d = essential
     h0 = h1 = h2 = None
-    if full:
-        if wanted[0]:
-            h0 = _diagram(0, flat, np.concatenate([young[:n], essential_b]), np.concatenate([merge[:n], essential_d]))
-        if wanted[1]:
-            h1 = _diagram(1, flat, loop_b, loop_a)  # dual: the complement's death is our birth
-        if wanted[2]:
-            h2 = _diagram(2, flat, low_d, low_b)
-    else:
-        if wanted[0]:
-            h0 = _diagram(0, flat, np.concatenate([low_b, essential_b]), np.concatenate([low_d, essential_d]))
-        if wanted[1]:
-            h1 = _diagram(1, flat, loop_a, loop_b)
-        if wanted[2]:
-            h2 = _diagram(2, flat, merge[:n], young[:n])
-    return Persistence((h0, h1, h2), arr.shape, connectivity)
+    if wanted[0]:
+        h0 = _diagram(0, flat, np.concatenate([p.young[:p.n], essential_b]),
+                      np.concatenate([p.merge[:p.n], essential_d]))
+    if wanted[1]:
+        h1 = _diagram(1, flat, p.loop_b, p.loop_a)  # dual: the complement's death is our birth
+    if wanted[2]:
+        h2 = _diagram(2, flat, p.low_d, p.low_b)
+    return h0, h1, h2
+
+
+def _diagrams_face(flat: np.ndarray, p: _Passes3D, essential: tuple[np.ndarray, np.ndarray],
+                   wanted: tuple[bool, ...]) -> tuple[Diagram | None, ...]:
+    """Connectivity "face": components from the V-construction of -p (plus the essential bar),
+    loops from the reduction, cavities from the separate pass on the complement."""
+    essential_b, essential_d = essential
+    h0 = h1 = h2 = None
+    if wanted[0]:
+        h0 = _diagram(0, flat, np.concatenate([p.low_b, essential_b]), np.concatenate([p.low_d, essential_d]))
+    if wanted[1]:
+        h1 = _diagram(1, flat, p.loop_a, p.loop_b)
+    if wanted[2]:
+        h2 = _diagram(2, flat, p.merge[:p.n], p.young[:p.n])
+    return h0, h1, h2
