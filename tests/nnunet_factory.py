@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import correct_models as cm
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import correct_models as cm
 
 ARCH = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 

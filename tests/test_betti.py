@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from oracles import brute_euler, gudhi_betti, label_betti_2d
+
 from topofix import betti_numbers, euler_characteristic
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from badfiles import BAD_FILES
 from typer.testing import CliRunner
 
-from badfiles import BAD_FILES
 from topofix.cli.app import app
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "masks"

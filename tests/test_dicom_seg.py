@@ -23,8 +23,7 @@ pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")
 
 import torch  # noqa: E402
-from dicom_series import (AXIAL, FLIPPED, FRAME_OF_REFERENCE_UID, OBLIQUE, STUDY_UID,  # noqa: E402
-                          write_pydicom_series)
+from dicom_series import AXIAL, FLIPPED, FRAME_OF_REFERENCE_UID, OBLIQUE, STUDY_UID, write_pydicom_series  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import topofix  # noqa: E402

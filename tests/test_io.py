@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from badfiles import png_bytes as _png_bytes
+from badfiles import png_chunk as _png_chunk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from badfiles import png_bytes as _png_bytes, png_chunk as _png_chunk
-from topofix.io import write as tio_write
 from topofix.errors import InputError, OutputError
 from topofix.io import (
     SUPPORTED_EXTENSIONS,
@@ -35,6 +35,7 @@ from topofix.io import (
     write_image,
     write_mask,
 )
+from topofix.io import write as tio_write
 
 # --------------------------------------------------------------------------- #
 # Helpers

@@ -8,11 +8,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import model_factory as mf
 import numpy as np
 import pytest
 import torch
 
-import model_factory as mf
 from topofix.errors import InputError
 from topofix.models import (
     LoadedModel,
@@ -22,8 +22,9 @@ from topofix.models import (
     fresh_optimizer,
     import_onnx2torch,
     load_model,
+    loading,
+    onnx_import,
 )
-from topofix.models import loading, onnx_import
 
 HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime", "onnx2torch"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="needs onnx, onnxruntime and onnx2torch")

@@ -14,14 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import correct_models as cm
+import model_factory as mf
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 from typer.testing import CliRunner
 
-import correct_models as cm
-import model_factory as mf
 from topofix.cli.app import app
 from topofix.errors import InputError
 

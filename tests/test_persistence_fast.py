@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_persistence import gudhi_diagrams, ours
 
 import topofix
 from topofix.topology._fast2d import GROUPS4, GROUPS8
 from topofix.topology._kernels import neighbour_offsets, radix_order, union_find_corners, union_find_pairs
 from topofix.topology.persistence import _diagram
-
-from test_persistence import gudhi_diagrams, ours
 
 
 def generic_2d(p: np.ndarray, connectivity: str):

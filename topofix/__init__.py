@@ -91,13 +91,10 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, eage
 if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_lazy_exports.py checks it matches _EXPORTS
     from topofix.batch import BatchReport, CaseRecord  # noqa: F401
     from topofix.checking import CheckReport, CheckResult, check, check_labels  # noqa: F401
-    from topofix.files import Inference, correct_files, predict_files, repair_files, write_reports  # noqa: F401
     from topofix.correction import CaseReport, CorrectionResult, CorrectionSettings, correct  # noqa: F401
-    from topofix.models.contract import ModelContract  # noqa: F401
-    from topofix.models.loading import LoadedModel, load_model  # noqa: F401
     from topofix.errors import InputError, OutputError, PriorError, TopofixError  # noqa: F401
     from topofix.evaluation import EvaluationReport, StructureResult, evaluate  # noqa: F401
-    from topofix.metrics.topology import BettiMatching, betti_matching  # noqa: F401
+    from topofix.files import Inference, correct_files, predict_files, repair_files, write_reports  # noqa: F401
     from topofix.io import Geometry, Image, read_image, read_mask, write_image, write_mask  # noqa: F401
     from topofix.losses import (  # noqa: F401
         LOSS_NAMES,
@@ -110,11 +107,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_lazy_exports.py chec
         make_topology_loss,
     )
     from topofix.map_repair import repair  # noqa: F401
-    from topofix.repairing import RepairResult, repair_labels  # noqa: F401
+    from topofix.metrics.topology import BettiMatching, betti_matching  # noqa: F401
+    from topofix.models.contract import ModelContract  # noqa: F401
+    from topofix.models.loading import LoadedModel, load_model  # noqa: F401
     from topofix.prediction import Prediction, predict  # noqa: F401
     from topofix.priors import Prior, build_priors, parse_betti, parse_prior  # noqa: F401
+    from topofix.repairing import RepairResult, repair_labels  # noqa: F401
     from topofix.report import HtmlReport, render_html_report, write_html_report  # noqa: F401
     from topofix.topology.betti import betti_numbers, euler_characteristic  # noqa: F401
-    from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch  # noqa: F401
     from topofix.topology.connectivity import CONNECTIVITIES, DEFAULT_CONNECTIVITY  # noqa: F401
     from topofix.topology.differentiable import differentiable_persistence  # noqa: F401
+    from topofix.topology.persistence import Diagram, Persistence, persistence, persistence_batch  # noqa: F401

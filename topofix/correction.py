@@ -51,17 +51,17 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from topofix.assessment import Unit, UnitStatus, assess, evidence
 from topofix.metrics.overlap import mean_label_dice
-from topofix.slicing import SLICE_AXES, take_slice
 from topofix.priors import Prior, target_priors
+from topofix.slicing import SLICE_AXES, take_slice
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 
 
@@ -277,9 +277,9 @@ def correct(
         prepare_input,
         resolve_device,
     )
-    from topofix.prediction import from_logits
     from topofix.models.loading import LoadedModel, load_model
     from topofix.models.weights import WeightsSnapshot, fresh_optimizer
+    from topofix.prediction import from_logits
 
     settings = settings or CorrectionSettings()
     started = time.perf_counter()

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from topofix.dicom import dicom_scans, is_seg_file
 from topofix.errors import InputError
 from topofix.io import image_extension
-from topofix.dicom import dicom_scans, is_seg_file
 from topofix.outputs import own_output_stem
 
 _GLOB_CHARS = set("*?[")

@@ -137,11 +137,11 @@ def predict(
         requested but unavailable.
     """
     from topofix.io import Image, read_image
+    from topofix.models.contract import resolve_contract
     from topofix.models.inference import (
         predict_logits,
         resolve_device,
     )
-    from topofix.models.contract import resolve_contract
 
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image, allow_vector=contract is not None and contract.in_channels > 1)

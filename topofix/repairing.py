@@ -113,14 +113,14 @@ from typing import Any
 
 import numpy as np
 
-from topofix.slicing import SLICE_AXES
 from topofix.errors import PriorError
 from topofix.priors import Prior
+from topofix.slicing import SLICE_AXES
 from topofix.topology.betti import betti_numbers
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity, neighbourhoods
 from topofix.topology.labelling import label_components
-from topofix.topology.regions import bounding_box
 from topofix.topology.persistence import Diagram, _as_float32, _diagram, _essential
+from topofix.topology.regions import bounding_box
 
 __all__ = ["PriorRepair", "RepairResult", "repair_labels"]
 

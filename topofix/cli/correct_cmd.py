@@ -10,10 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from topofix.cli import options
 from topofix.batch import parse_shard
+from topofix.cli import options
 from topofix.cli.console import out, print_error, print_warning
-from topofix.cli.progress import BatchProgress, check_reports, flat_case, print_interrupted, write_run_reports, print_threshold_warning
+from topofix.cli.progress import (
+    BatchProgress,
+    check_reports,
+    flat_case,
+    print_interrupted,
+    print_threshold_warning,
+    write_run_reports,
+)
 from topofix.correction import CorrectionSettings
 from topofix.errors import TopofixError
 from topofix.outputs import REPORT_CSV, REPORT_JSON, report_paths

@@ -12,12 +12,12 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from topofix.batch import parse_shard
 from topofix.cli import options
 from topofix.cli.console import err, out, print_error, print_warning
-from topofix.batch import parse_shard
 from topofix.cli.progress import BatchProgress, print_interrupted, print_threshold_warning
-from topofix.threads import set_threads
 from topofix.errors import TopofixError
+from topofix.threads import set_threads
 
 EXAMPLES = """
 [bold]Examples[/]

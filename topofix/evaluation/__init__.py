@@ -56,22 +56,28 @@ Layout (one concept per module; every name below is importable from here)
 
 from __future__ import annotations
 
-from topofix.evaluation.arrays import evaluate_labels, structure_metrics
+# Module-level names of the former single-file topofix.evaluation, still importable from here.
+from topofix.evaluation.arrays import (  # noqa: F401
+    auto_structures,
+    evaluate_labels,
+    present_labels,
+    structure_metrics,
+    structure_priors,
+)
 from topofix.evaluation.driver import evaluate
 from topofix.evaluation.pairing import geometry_mismatch
 from topofix.evaluation.report import DEFINITIONS, EvaluationReport
-from topofix.evaluation.results import EvaluationFailure, LabelMapResult, StructureResult
-from topofix.evaluation.statistics import MetricSummary, PairedComparison, paired_test, summarise
-
-# Module-level names of the former single-file topofix.evaluation, still importable from here.
-from topofix.evaluation.arrays import auto_structures, present_labels, structure_priors  # noqa: F401
 from topofix.evaluation.results import (  # noqa: F401
     LABEL_MAPS,
     STRUCTURE_METRICS,
+    EvaluationFailure,
+    LabelMapResult,
     Source,
+    StructureResult,
     lower_is_better,
     metric_names,
 )
+from topofix.evaluation.statistics import MetricSummary, PairedComparison, paired_test, summarise
 from topofix.slicing import SLICE_AXES  # noqa: F401
 
 __all__ = [

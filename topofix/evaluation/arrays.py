@@ -18,6 +18,7 @@ from topofix.priors import Prior, build_priors, parse_labels, parse_prior
 from topofix.slicing import iter_slices, slice_spacing
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 
+
 def structure_metrics(
     pred: np.ndarray,
     gt: np.ndarray,

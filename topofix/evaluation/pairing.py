@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from topofix.errors import with_path, TopofixError
+from topofix.errors import TopofixError, with_path
 from topofix.evaluation.report import EvaluationReport
 from topofix.evaluation.results import EvaluationFailure
 

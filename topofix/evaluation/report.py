@@ -24,6 +24,7 @@ from topofix.evaluation.statistics import MetricSummary, PairedComparison, paire
 from topofix.priors import Prior
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY
 
+
 @dataclass
 class EvaluationReport:
     """Everything :func:`evaluate` found."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from topofix.evaluation.results import finite_or_none, lower_is_better
 
+
 @dataclass(frozen=True)
 class MetricSummary:
     """Mean and standard deviation of one metric of one structure over cases (or slices)."""

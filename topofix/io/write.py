@@ -22,7 +22,14 @@ import SimpleITK as sitk
 
 from topofix.errors import InputError, OutputError
 from topofix.io.checked import PathLike
-from topofix.io.formats import format_of, image_extension, mixed_case, other_formats_hint, split_name, unsupported_message
+from topofix.io.formats import (
+    format_of,
+    image_extension,
+    mixed_case,
+    other_formats_hint,
+    split_name,
+    unsupported_message,
+)
 from topofix.io.geometry import Geometry, Image
 from topofix.io.labels import as_labels, smallest_label_dtype
 from topofix.io.read import open_checked, read_image, read_sitk
@@ -152,16 +159,9 @@ def verify_image_file(path: PathLike) -> str | None:
     return None
 
 
-def _write(
-    path: PathLike,
-    array: np.ndarray,
-    geometry: Geometry | None,
-    overwrite: bool,
-    reference: Image | None,
-    compress: bool,
-) -> Path:
-    shown = os.fspath(path)
-    p = Path(shown)
+def _writable_as(shown: str, p: Path, array: np.ndarray) -> str:
+    """The extension ``p`` is written with, once the array fits its format (dimensions, pixel type)
+    and the name can be read back; otherwise one line saying why not, before anything is written."""
     ext = image_extension(p)
     if ext is None:
         raise OutputError(shown, unsupported_message(p))
@@ -180,12 +180,26 @@ def _write(
             f"{fmt.name} stores only {' or '.join(map(str, fmt.pixel_dtypes))} pixels; got {array.dtype} "
             f"({other_formats_hint()})",
         )
-    stem = split_name(p, ext)[0]
     written_ext = mixed_case(p, ext)
     if written_ext is not None:
         raise OutputError(
             shown, f"mixed-case extension '{written_ext}' cannot be read back by the {fmt.name} reader; use '{ext}'"
         )
+    return ext
+
+
+def _write(
+    path: PathLike,
+    array: np.ndarray,
+    geometry: Geometry | None,
+    overwrite: bool,
+    reference: Image | None,
+    compress: bool,
+) -> Path:
+    shown = os.fspath(path)
+    p = Path(shown)
+    ext = _writable_as(shown, p, array)
+    stem = split_name(p, ext)[0]
     geometry = _resolve_geometry(shown, array, geometry, reference)
     if p.is_dir():
         raise OutputError(shown, "is a directory")

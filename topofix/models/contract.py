@@ -37,10 +37,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from topofix.choices import Activation, Normalize
-
 import numpy as np
 
+from topofix.choices import Activation, Normalize
 from topofix.errors import TopofixError, exception_line
 
 if TYPE_CHECKING:  # torch is imported lazily: `import topofix` must stay light

@@ -39,7 +39,6 @@ import numpy as np
 
 from topofix.choices import Device
 from topofix.errors import TopofixError, exception_line, shorten
-from topofix.slicing import SLICE_AXES
 from topofix.models.contract import (
     ContractError,
     ModelContract,
@@ -54,6 +53,7 @@ from topofix.models.contract import (
     resolve_contract,
     to_channel_first,
 )
+from topofix.slicing import SLICE_AXES
 
 if TYPE_CHECKING:
     import torch

@@ -539,7 +539,8 @@ def nnunet_correct(model: NnUNetModel, image_path: str | os.PathLike[str], prior
     from topofix.assessment import assess
     from topofix.checking import SLICE_AXES
     from topofix.correction import CorrectionSettings, correct
-    from topofix.map_repair import map_settings, repair as map_repair
+    from topofix.map_repair import map_settings
+    from topofix.map_repair import repair as map_repair
     from topofix.models.contract import ModelContract
     from topofix.priors import target_priors
 
