@@ -100,3 +100,16 @@ class OutputFormat(Choice):
     """Every mask as ``.nii.gz``."""
     dicom_seg = "dicom-seg"
     """A DICOM-SEG per DICOM series, referencing it."""
+
+
+class LossName(Choice):
+    """``correct --loss``: the topological objective (:func:`topofix.losses.make_topology_loss`)."""
+
+    squared = "squared"
+    """Clough et al.: squared bar lengths (the default of the paper)."""
+    linear = "linear"
+    """Byrne et al.: bar lengths."""
+    mixed = "mixed"
+    """Squared near the target, linear far from it."""
+    dense = "dense"
+    """Every pixel that must change for a bar to be born or die (critical sets)."""

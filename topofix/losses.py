@@ -61,6 +61,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from topofix.choices import LossName
 from topofix.errors import PriorError
 from topofix.priors import Prior, build_priors
 from topofix.topology.connectivity import DEFAULT_CONNECTIVITY, check_connectivity
@@ -90,9 +91,9 @@ __all__ = [
 Form = Literal["squared", "linear", "mixed"]
 #: The forms of :func:`betti_prior_loss` (per-bar penalties on the critical cells).
 FORMS: tuple[str, ...] = ("squared", "linear", "mixed")
-#: Every name :func:`make_topology_loss` accepts: the forms, and "dense" (critical sets).
-#: The one list of loss names (CLI choices, settings validation).
-LOSS_NAMES: tuple[str, ...] = FORMS + ("dense",)
+#: Every name :func:`make_topology_loss` accepts: the forms, and "dense" (critical sets); the
+#: vocabulary of ``--loss`` (:class:`topofix.choices.LossName`, which the CLI offers).
+LOSS_NAMES: tuple[str, ...] = LossName.values()
 #: Knee of the "mixed" form: squared within 0.5 of the target length, linear (slope 1) beyond.
 DEFAULT_KNEE = 0.5
 _EPS = 1e-6  # clamp of probabilities before log / logit

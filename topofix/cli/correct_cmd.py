@@ -76,15 +76,16 @@ def _betti_text(rows: list[list[int]], failing: list[int]) -> str:
 
 
 def _target_priors(betti, label, prior, loss_form: str) -> list:
-    """The priors with Betti numbers (correct needs at least one) after checking ``--loss``."""
-    from topofix.losses import LOSS_NAMES  # torch is needed by correct anyway
+    """The priors with Betti numbers (correct needs at least one), after checking ``--loss``
+    (a plain option, not a Typer choice, so that a wrong name is one line like every usage error)."""
     from topofix.priors import build_priors
+
+    if loss_form not in options.LossChoice.values():
+        raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(options.LossChoice.values())}")
 
     priors = [p for p in build_priors(betti, label, prior or []) if p.betti is not None]
     if not priors:
         raise TopofixError("correct needs a prior: --betti B0,B1[,B2] (with --label) or --prior LABELS=B0,B1")
-    if loss_form not in LOSS_NAMES:
-        raise TopofixError(f"--loss {loss_form!r}: expected one of {', '.join(LOSS_NAMES)}")
     return priors
 
 
@@ -134,7 +135,7 @@ def correct_command(
     steps: Annotated[int, typer.Option("--steps", min=0, help="Maximum optimisation steps per scan.", rich_help_panel="Optimisation")] = _DEFAULTS.steps,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate on the network's weights.", rich_help_panel="Optimisation")] = _DEFAULTS.lr,
     lam: Annotated[float, typer.Option("--lambda", min=0.0, help="Weight of the similarity term: mean squared difference between current and original probabilities.", rich_help_panel="Optimisation")] = _DEFAULTS.lam,
-    loss_form: Annotated[str, typer.Option("--loss", help="Topological objective: squared (Clough et al.), linear (Byrne et al.), mixed (squared near the target, linear far from it) or dense (every pixel that must change for a bar to be born or die, with gradients that survive saturated probabilities).", rich_help_panel="Optimisation")] = _DEFAULTS.form,
+    loss_form: Annotated[str, typer.Option("--loss", metavar="|".join(options.LossChoice.values()), help="Topological objective: squared (Clough et al.), linear (Byrne et al.), mixed (squared near the target, linear far from it) or dense (every pixel that must change for a bar to be born or die, with gradients that survive saturated probabilities).", rich_help_panel="Optimisation")] = _DEFAULTS.form,
     temperature: Annotated[float, typer.Option("--temperature", min=1.0, help="Compute the bars on tempered probabilities softmax(log p / T): T > 1 keeps gradients alive where the network is confident.", rich_help_panel="Optimisation")] = _DEFAULTS.temperature,
     plateau: Annotated[int, typer.Option("--plateau", min=0, help="A failing scan (slice) that made no progress (lower Betti error, or topological loss 0.5% below its best) for this many steps is stuck: escalate, or stop (0: never; run --steps).", rich_help_panel="Optimisation")] = _DEFAULTS.plateau or 0,
     escalate: Annotated[int, typer.Option("--escalate", min=0, help="On a plateau, this many times, multiply --lr by 10 and divide --lambda by 10 before stopping (gentle first, stronger only while stuck; never-worse and the evidence floor still apply).", rich_help_panel="Optimisation")] = _DEFAULTS.escalate,

@@ -378,6 +378,7 @@ def check_cluster(cluster: str | None, workers: int, shard: str | None) -> None:
 # Mask format (predict, correct, repair): topofix.mask_format
 # --------------------------------------------------------------------------- #
 OutputFormatChoice = choices.OutputFormat
+LossChoice = choices.LossName
 
 
 OutputFormat = Annotated[
