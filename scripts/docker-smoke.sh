@@ -26,6 +26,8 @@
 #   TOPOFIX_SMOKE_CA_BUNDLE    CA bundle for pip in the build (secret pip_cert)
 #                                                         [/etc/ssl/certs/ca-certificates.crt]
 #   TOPOFIX_SMOKE_KEEP=1       keep the work folder (inputs, outputs, logs)
+#   TOPOFIX_SMOKE_NNUNET=1     build with --build-arg WITH_NNUNET=1 and check that nnU-Net model
+#                              folders are usable in the image (nnunetv2 imports there)    [0]
 set -euo pipefail
 
 T0=$(date +%s)
@@ -108,6 +110,7 @@ else
     torch_route="PyTorch CPU index"
 fi
 if [ -f "$CA_BUNDLE" ]; then BUILD+=(--secret "id=pip_cert,src=$CA_BUNDLE"); fi
+if [ "${TOPOFIX_SMOKE_NNUNET:-0}" = 1 ]; then BUILD+=(--build-arg WITH_NNUNET=1); fi
 BUILD+=("$ROOT")
 step "building $IMAGE (torch $TORCH_PIN+cpu: $torch_route; log: $WORK/build.log)"
 show "${BUILD[@]}"
@@ -275,5 +278,11 @@ assert not report["errors"], report["errors"]
 assert {r["path"].rsplit("/", 1)[-1] for r in report["results"]} == {"case_01.dcm"}, report["results"]
 print(f"    check on the SEG ok: {len(report['results'])} slice results")
 EOF
+
+if [ "${TOPOFIX_SMOKE_NNUNET:-0}" = 1 ]; then
+    step "WITH_NNUNET=1: nnunetv2 and topofix's nnU-Net module import in the image (no network)"
+    run_python -c "import nnunetv2, topofix.models.nnunet as m; print('    nnunetv2', nnunetv2.__file__)" \
+        || fail "nnU-Net in the image"
+fi
 
 step "all checks passed (build ${build_s}s, image $(python3 -c "print(f'{$size / 1e9:.2f} GB')"))"
