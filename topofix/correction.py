@@ -572,9 +572,10 @@ class _Loop:
         docstring), so only the parts' slices need a forward and a backward pass: a
         stack with one broken slice costs what a 2D slice does, not the stack.
         """
-        if self.per_slice is None or self.image_ndim != 3 or any(p.index is None for p in parts):
+        indices = [p.index for p in parts]
+        if self.per_slice is None or self.image_ndim != 3 or None in indices:
             return None
-        return sorted(p.index for p in parts)
+        return sorted(i for i in indices if i is not None)
 
     def forward(self, s0, grad: bool):
         """This step's probabilities of the whole scan: the worked slices from the network, the
@@ -849,7 +850,7 @@ MIN_REPORTED_LENGTH = 0.01
 def _bars(term) -> list[list[float]]:
     """``[dim, birth, death, kept]`` rows of one prior term; ``kept``: among the beta*_k
     longest bars of its dimension, which the loss pushes to length 1 (the others to 0)."""
-    rows = []
+    rows: list[list[float | bool]] = []
     for dim, ((births, deaths), wanted) in enumerate(zip(term.bars, term.expected)):
         b = births.detach().cpu().numpy().astype(float)
         d = deaths.detach().cpu().numpy().astype(float)

@@ -329,7 +329,7 @@ def _normalise_priors(priors: PriorsLike) -> list[Prior]:
         if not given:  # build_priors would return a report-only prior
             raise PriorError("TopologicalLoss needs at least one prior")
         if all(isinstance(v, Integral) for v in given):
-            items = build_priors(betti=[int(v) for v in given])  # Betti numbers of the foreground
+            items = build_priors(betti=[int(v) for v in given])  # type: ignore[arg-type]  # all Integral: checked above
         else:
             items = build_priors(priors=given)  # type: ignore[arg-type]
     for prior in items:
@@ -834,24 +834,24 @@ def loss_terms(
     """
     from topofix.topology.persistence import persistence_batch
 
-    prepared: list[HostMaps | None] = []
-    for loss, prob, host in jobs:
-        prepared.append(loss.host_maps(prob, host) if isinstance(loss, TopologicalLoss) else None)
+    prepared: dict[int, tuple[TopologicalLoss, HostMaps]] = {}
+    for i, (loss, prob, host) in enumerate(jobs):
+        if isinstance(loss, TopologicalLoss):
+            prepared[i] = (loss, loss.host_maps(prob, host))
     diagrams: dict[tuple[int, int], Persistence] = {}
     by_connectivity: dict[str, list[tuple[int, int]]] = {}
-    for i, maps in enumerate(prepared):
-        if maps is not None:
-            connectivity = jobs[i][0].connectivity  # type: ignore[union-attr]
-            by_connectivity.setdefault(connectivity, []).extend((i, k) for k in range(len(maps.values)))
+    for i, (loss, maps) in prepared.items():
+        by_connectivity.setdefault(loss.connectivity, []).extend((i, k) for k in range(len(maps.values)))
     for connectivity, keys in by_connectivity.items():
-        arrays = [prepared[i].values[k] for i, k in keys]  # type: ignore[union-attr]
+        arrays = [prepared[i][1].values[k] for i, k in keys]
         diagrams.update(zip(keys, persistence_batch(arrays, connectivity, workers=workers)))
     out = []
-    for i, ((loss, prob, _), maps) in enumerate(zip(jobs, prepared)):
-        if maps is None:  # another objective: its own terms
-            out.append(loss.terms(prob))
-        else:
-            out.append(loss.terms_from(maps, [diagrams[(i, k)] for k in range(len(maps.values))]))  # type: ignore[union-attr]
+    for i, (objective, prob, _) in enumerate(jobs):
+        if i not in prepared:  # another objective: its own terms
+            out.append(objective.terms(prob))
+            continue
+        loss, maps = prepared[i]
+        out.append(loss.terms_from(maps, [diagrams[(i, k)] for k in range(len(maps.values))]))
     return out
 
 
