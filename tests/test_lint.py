@@ -35,8 +35,9 @@ def test_ruff_finds_nothing():
 TYPED = [
     "topofix/__init__.py", "topofix/_lazy.py", "topofix/_version.py", "topofix/assessment.py", "topofix/atomic.py",
     "topofix/batch.py", "topofix/checking.py", "topofix/choices.py", "topofix/cli/__init__.py",
-    "topofix/cli/app.py", "topofix/cli/check_cmd.py", "topofix/cli/console.py", "topofix/cli/options.py",
-    "topofix/cli/predict_cmd.py", "topofix/cli/repair_cmd.py", "topofix/cli/report_cmd.py", "topofix/cluster.py",
+    "topofix/cli/app.py", "topofix/cli/check_cmd.py", "topofix/cli/console.py", "topofix/cli/correct_cmd.py",
+    "topofix/cli/evaluate_cmd.py", "topofix/cli/options.py", "topofix/cli/predict_cmd.py",
+    "topofix/cli/progress.py", "topofix/cli/repair_cmd.py", "topofix/cli/report_cmd.py", "topofix/cluster.py",
     "topofix/correction.py", "topofix/dicom.py", "topofix/dicom_seg.py", "topofix/errors.py",
     "topofix/evaluation/__init__.py", "topofix/evaluation/arrays.py", "topofix/evaluation/driver.py",
     "topofix/evaluation/pairing.py", "topofix/evaluation/report.py", "topofix/evaluation/results.py",
@@ -50,8 +51,9 @@ TYPED = [
     "topofix/models/onnx_import.py", "topofix/models/weights.py", "topofix/nets.py", "topofix/outputs.py",
     "topofix/prediction.py", "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
     "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py", "topofix/report_html.py",
-    "topofix/slicing.py", "topofix/threads.py", "topofix/topology/__init__.py", "topofix/topology/betti.py",
-    "topofix/topology/connectivity.py", "topofix/topology/differentiable.py", "topofix/topology/regions.py",
+    "topofix/slicing.py", "topofix/threads.py", "topofix/topology/__init__.py", "topofix/topology/_jit.py",
+    "topofix/topology/betti.py", "topofix/topology/connectivity.py", "topofix/topology/differentiable.py",
+    "topofix/topology/regions.py",
 ]
 
 

@@ -103,7 +103,7 @@ def _summary_table(cases: list[dict], title: str = "topofix correct") -> Table:
     table.add_column("scan", no_wrap=True)
     for name, justify in ( ("prior", "left"), ("before", "right"), ("after", "right"),
                           ("steps", "right"), ("stop", "left"), ("s", "right"), ("Dice", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]  # literals above
     for case in cases:
         name = escape(os.path.basename(case["path"]))
         if case.get("status") == "error":

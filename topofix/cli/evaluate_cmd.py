@@ -194,7 +194,7 @@ def summary_table(report) -> Table:
                   "left out of n, mean and sd", caption_justify="left")
     for name, justify in (("structure", "left"), ("metric", "left"), ("n", "right"), ("mean", "right"),
                           ("sd", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]  # literals above
     summaries = report.summary()
     any_inf = any(s.n_inf for s in summaries)
     if any_inf:
@@ -222,7 +222,7 @@ def paired_table(report) -> Table:
                   caption_justify="left")
     for name, justify in (("structure", "left"), ("metric", "left"), ("n", "right"), ("pred", "right"),
                           ("baseline", "right"), ("pred - baseline", "right"), ("p", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]  # literals above
     wanted = set(TABLE_METRICS) | {"vi"}
     previous = None
     for c in report.paired():

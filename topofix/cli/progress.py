@@ -31,7 +31,9 @@ class BatchProgress:
 
             self.bar = tqdm(total=total, desc=self.what, unit="scan", disable=True if self.quiet else None,
                             file=sys.stderr, leave=False)
-        self.bar.set_postfix_str(os.path.basename(path))
+        bar = self.bar
+        assert bar is not None  # made just above
+        bar.set_postfix_str(os.path.basename(path))
 
     def step(self, path: str, step: int, topo: float, sim: float) -> None:
         if self.bar is not None:

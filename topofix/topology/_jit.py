@@ -85,7 +85,7 @@ def cache_dir() -> Path | None:
 
     A sub-folder per version of the kernels' sources (:func:`kernels_fingerprint`).
     """
-    given = numba.config.CACHE_DIR or os.environ.get("NUMBA_CACHE_DIR", "")
+    given = getattr(numba.config, "CACHE_DIR", "") or os.environ.get("NUMBA_CACHE_DIR", "")
     try:
         folder = (Path(given) if given else default_cache_dir()) / kernels_fingerprint()
     except RuntimeError:  # no home directory to put the default under
@@ -95,12 +95,12 @@ def cache_dir() -> Path | None:
 
 @contextlib.contextmanager
 def _numba_cache_dir(folder: Path) -> Iterator[None]:
-    saved = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = str(folder)
+    saved = numba.config.CACHE_DIR  # type: ignore[attr-defined]  # numba sets its config at import
+    numba.config.CACHE_DIR = str(folder)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        numba.config.CACHE_DIR = saved
+        numba.config.CACHE_DIR = saved  # type: ignore[attr-defined]
 
 
 def njit(**options: Any) -> Callable[[F], F]:
