@@ -47,7 +47,7 @@ TYPED = [
     "topofix/io/read.py", "topofix/io/sitk_errors.py", "topofix/io/write.py", "topofix/journal.py",
     "topofix/losses.py", "topofix/map_repair.py", "topofix/maps.py", "topofix/mask_format.py",
     "topofix/metrics/__init__.py", "topofix/metrics/overlap.py", "topofix/metrics/surface.py",
-    "topofix/models/__init__.py", "topofix/models/adam.py", "topofix/models/nnunet.py",
+    "topofix/models/__init__.py", "topofix/models/adam.py", "topofix/models/loading.py", "topofix/models/nnunet.py",
     "topofix/models/onnx_import.py", "topofix/models/weights.py", "topofix/nets.py", "topofix/outputs.py",
     "topofix/prediction.py", "topofix/report/__init__.py", "topofix/report/html.py", "topofix/report/loading.py",
     "topofix/report/pictures.py", "topofix/report/views.py", "topofix/report/volumes.py", "topofix/report_html.py",

@@ -311,7 +311,9 @@ def _refuse_non_files(path: Path) -> None:
         raise InputError(path, PT2_PROBLEM)
 
 
-def _load_network(path: Path, device: torch.device) -> tuple[torch.nn.Module, bool | None, list[str], str]:
+def _load_network(
+    path: Path, device: torch.device
+) -> tuple[torch.nn.Module, bool | None, list[str], Literal["torchscript", "onnx"]]:
     """``(module, traced, notes, kind)`` by what the file holds (its bytes first, then its extension)."""
     suffix = path.suffix.lower()
     content = _file_kind(path)
