@@ -110,20 +110,9 @@ def _series_ids(folder: Path) -> list[str]:
 
 def series_files(path: str | os.PathLike[str]) -> list[str]:
     """The slice files of the scan at a DICOM address (a folder, or ``folder#UID``), in GDCM's order."""
-    shown = os.fspath(path)
-    folder, sep, uid = shown.partition(SERIES_SEPARATOR) if SERIES_SEPARATOR in shown and not os.path.exists(shown) \
-        else (shown, "", "")
     with keep_locale():
-        ids = _series_ids(Path(folder))
-        if not ids:
-            raise InputError(shown, "holds no readable DICOM series")
-        if not sep:
-            if len(ids) > 1:
-                raise InputError(shown, f"holds {len(ids)} DICOM series; give one as {folder}{SERIES_SEPARATOR}<UID>")
-            uid = ids[0]
-        elif uid not in ids:
-            raise InputError(shown, f"no DICOM series {uid} in {folder}")
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        folder, uid = _chosen_series(os.fspath(path))
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
 
 
 def dicom_scans(folder: str | os.PathLike[str]) -> list[str]:
